@@ -1,0 +1,106 @@
+"""A run's configuration: plain values from the command line, checked once at the door."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .compressors import COMPRESSORS
+from .errors import InputError
+from .methods import INITS, METHODS
+from .problems import PROBLEMS
+
+BACKENDS = ("auto", "serial", "mpi")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers (and where its log goes)."""
+
+    dataset: str
+    out: str
+    algorithm: str = "ef21"
+    compressor: str = "top-k"
+    k: int | None = 1
+    rounds: int = 1000
+    workers: int = 20
+    problem: str = "logreg"
+    lam: float = 0.1
+    init: str = "full"
+    stepsize: float | None = None
+    stepsize_multiplier: float = 1.0
+    x0: str = "zeros"
+    seed: int = 0
+    tol: float = 0.0
+    batch_size: int | None = None
+    shuffle: bool = False
+    log_every: int = 1
+    flush_every: int | None = None
+    flush_seconds: float = 1.0
+    data_dir: str | None = None
+    overwrite: bool = False
+    backend: str = "auto"
+    quiet: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _positive_finite(value: float | None, flag: str) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise InputError(f"{flag} must be a positive finite number, got {value!r}")
+
+
+def _choice(value: str, allowed: tuple[str, ...], flag: str) -> None:
+    if value not in allowed:
+        raise InputError(f"{flag} {value!r} is not known; expected one of {', '.join(allowed)}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject everything that can be rejected before any data is read."""
+    _choice(cfg.algorithm, METHODS, "--algorithm")
+    _choice(cfg.compressor, COMPRESSORS, "--compressor")
+    _choice(cfg.init, INITS, "--init")
+    _choice(cfg.problem, PROBLEMS, "--problem")
+    _choice(cfg.backend, BACKENDS, "--backend")
+    _positive_finite(cfg.stepsize, "--stepsize")
+    _positive_finite(cfg.stepsize_multiplier, "--stepsize-multiplier")
+    _positive_finite(cfg.flush_seconds, "--flush-seconds")
+    if not (math.isfinite(cfg.lam) and cfg.lam >= 0):
+        raise InputError(f"--lam must be a non-negative finite number, got {cfg.lam!r}")
+    if not (math.isfinite(cfg.tol) and cfg.tol >= 0):
+        raise InputError(f"--tol must be a non-negative finite number, got {cfg.tol!r}")
+    if cfg.k is not None and cfg.k < 1:
+        raise InputError(f"--k must be at least 1, got {cfg.k}")
+    for flag, value in (("--rounds", cfg.rounds), ("--seed", cfg.seed)):
+        if value < 0:
+            raise InputError(f"{flag} must be non-negative, got {value}")
+    for flag, value in (("--workers", cfg.workers), ("--log-every", cfg.log_every), ("--flush-every", cfg.flush_every),
+                        ("--batch-size", cfg.batch_size)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    if cfg.algorithm == "ef21-sgd" and cfg.batch_size is None:
+        raise InputError("--algorithm ef21-sgd needs --batch-size TAU (rows per minibatch)")
+    if cfg.x0 not in ("zeros", "normal") and not cfg.x0.endswith(".npy"):
+        raise InputError(f"--x0 {cfg.x0!r}: expected zeros, normal or a path to a .npy file")
+    if cfg.x0.endswith(".npy") and not Path(cfg.x0).is_file():
+        raise InputError(f"--x0 file not found: {cfg.x0}")
+    check_output_path(cfg.out, cfg.overwrite)
+
+
+def check_output_path(out: str, overwrite: bool) -> None:
+    """The log's folder must exist and be writable, and an existing log is only replaced on request."""
+    path = Path(out)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"--out {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: folder {folder} is not writable")
+    if path.exists() and not overwrite:
+        raise InputError(f"--out {out} already exists; pass --overwrite to replace it")

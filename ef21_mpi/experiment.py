@@ -1,0 +1,138 @@
+"""From a `RunConfig` to everything a run needs: shards, constants, stepsize, ``x^0`` and the log's attributes.
+
+This is start-up work, done once by the serial process or by rank 0 (which then hands each worker its
+shard). Everything is a pure function of the configuration and the data, so every backend agrees.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import __version__
+from .compressors import Compressor, Identity, make_compressor
+from .config import RunConfig
+from .data import Dataset, shard_bounds
+from .errors import InputError
+from .methods import Method, make_method
+from .problems import Constants, Shard, make_shard, smoothness_constants
+from .registry import load as load_dataset
+from .stepsizes import Theory, theory
+
+
+@dataclass
+class Experiment:
+    """A fully specified run: what the master needs, plus the shards it will hand out."""
+
+    cfg: RunConfig
+    dataset: Dataset
+    shards: list[tuple[sp.csr_matrix, np.ndarray]]
+    constants: Constants
+    theory: Theory
+    gamma: float
+    compressor: Compressor
+    x0: np.ndarray
+    seeds: list[np.random.SeedSequence]  # one independent stream per worker
+
+    @property
+    def n(self) -> int:
+        return len(self.shards)
+
+    @property
+    def d(self) -> int:
+        return self.dataset.d
+
+    def make_shard(self, i: int) -> Shard:
+        A, y = self.shards[i]
+        return make_shard(self.cfg.problem, A, y, self.cfg.lam)
+
+    def method(self) -> Method:
+        return make_method(self.cfg.algorithm, self.compressor, self.gamma, self.n, self.d, self.cfg.init)
+
+
+def make_x0(spec: str, d: int, rng: np.random.Generator) -> np.ndarray:
+    """``--x0 zeros|normal|PATH.npy``; ``normal`` draws from the master's stream of ``--seed``."""
+    if spec == "zeros":
+        return np.zeros(d)
+    if spec == "normal":
+        return rng.standard_normal(d)
+    x0 = np.load(spec, allow_pickle=False)
+    if x0.shape != (d,) or not np.issubdtype(x0.dtype, np.number):
+        raise InputError(f"--x0 {spec}: expected a numeric vector of shape ({d},), got {x0.dtype} {x0.shape}")
+    x0 = x0.astype(np.float64)
+    if not np.isfinite(x0).all():
+        raise InputError(f"--x0 {spec}: contains NaN or infinite entries")
+    return x0
+
+
+def build(cfg: RunConfig, n_workers: int) -> Experiment:
+    """Load and shard the data, compute the constants and the stepsize (SPEC 1, 2, 5, 6)."""
+    dataset = load_dataset(cfg.dataset, cfg.data_dir)
+    master_seed, *worker_seeds = np.random.SeedSequence(cfg.seed).spawn(n_workers + 1)
+    master_rng = np.random.default_rng(master_seed)
+    order = master_rng.permutation(dataset.N) if cfg.shuffle else None
+    A, y = (dataset.A, dataset.y) if order is None else (dataset.A[order], dataset.y[order])
+    bounds = shard_bounds(dataset.N, n_workers)
+    shards = [(sp.csr_matrix(A[lo:hi]), np.ascontiguousarray(y[lo:hi])) for lo, hi in bounds]
+    constants = smoothness_constants(cfg.problem, shards, cfg.lam)
+    compressor = Identity(dataset.d) if cfg.algorithm == "gd" else make_compressor(cfg.compressor, cfg.k, dataset.d)
+    th = theory(compressor.alpha, constants.L, constants.L_tilde, constants.mu)
+    gamma = cfg.stepsize if cfg.stepsize is not None else cfg.stepsize_multiplier * th.gamma_theory
+    if cfg.algorithm == "ef21-sgd":
+        smallest = min(hi - lo for lo, hi in bounds)
+        if cfg.batch_size > smallest:
+            raise InputError(f"--batch-size {cfg.batch_size} exceeds the smallest shard ({smallest} rows)")
+    x0 = make_x0(cfg.x0, dataset.d, master_rng)
+    return Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds)
+
+
+def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: int) -> dict:
+    """Root attributes of the run log (SPEC 7)."""
+    cfg, c, th = exp.cfg, exp.constants, exp.theory
+    attrs = {
+        "algorithm": cfg.algorithm,
+        "compressor": "identity" if isinstance(exp.compressor, Identity) else cfg.compressor,
+        "k": exp.compressor.k,
+        "alpha": th.alpha,
+        "theta": th.theta,
+        "beta": th.beta,
+        "gamma": exp.gamma,
+        "gamma_theory": th.gamma_theory,
+        "stepsize_multiplier": exp.gamma / th.gamma_theory,
+        "stepsize_override": cfg.stepsize is not None,
+        "problem": cfg.problem,
+        "lam": cfg.lam,
+        "dataset": exp.dataset.name,
+        "dataset_path": exp.dataset.path,
+        "dataset_sha256": exp.dataset.sha256,
+        "N": exp.dataset.N,
+        "d": exp.d,
+        "n_workers": exp.n,
+        "shard_sizes": np.array([A.shape[0] for A, _ in exp.shards], dtype=np.int64),
+        "L": c.L,
+        "L_i": c.L_i,
+        "L_tilde": c.L_tilde,
+        "init": cfg.init,
+        "x0": cfg.x0,
+        "seed": cfg.seed,
+        "shuffle": cfg.shuffle,
+        "rounds_requested": cfg.rounds,
+        "tol": cfg.tol,
+        "log_every": cfg.log_every,
+        "backend": backend,
+        "mpi_library": mpi_library,
+        "world_size": world_size,
+        "package_version": __version__,
+        "command_line": shlex.join(["ef21-mpi", *sys.argv[1:]]),
+        "status": "running",
+    }
+    if c.mu is not None:
+        attrs["mu"] = c.mu
+        attrs["f_star"] = c.f_star
+    if cfg.batch_size is not None:
+        attrs["batch_size"] = cfg.batch_size
+    return attrs

@@ -1,0 +1,3 @@
+"""Registry of the result-handling subcommands; each module adds its parser here."""
+
+PARSERS: list = []

@@ -1,0 +1,150 @@
+"""The MPI backend against the serial backend, bit for bit, plus failure handling. Every launch has a timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.mpi
+
+TIMEOUT = 180  # seconds per launch; a hang fails the test instead of blocking CI
+VOLATILE = {"wall_time"}  # the only dataset allowed to differ between backends
+VOLATILE_ATTRS = {"backend", "mpi_library", "world_size", "command_line", "elapsed_seconds"}
+
+
+def write_libsvm(path: Path, N: int = 60, d: int = 12, seed: int = 0) -> Path:
+    """A small random LibSVM file (labels 0/1, about a third of the features present per row)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(N):
+        cols = np.flatnonzero(rng.random(d) < 0.35) + 1
+        feats = " ".join(f"{c}:{rng.normal():.6g}" for c in cols)
+        lines.append(f"{int(rng.random() < 0.4)} {feats}".rstrip())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ef21(args: list[str], *, ranks: int | None = None, env: dict | None = None, timeout: float = TIMEOUT):
+    """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess."""
+    cmd = [sys.executable, "-m", "ef21_mpi", *args]
+    if ranks is not None:
+        cmd = ["mpiexec", "-n", str(ranks), *cmd]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def read_log(path: Path) -> tuple[dict, dict]:
+    with h5py.File(path, "r") as f:
+        return {k: f[k][()] for k in f}, dict(f.attrs)
+
+
+def assert_same_log(a: Path, b: Path) -> None:
+    da, aa = read_log(a)
+    db, ab = read_log(b)
+    assert set(da) == set(db)
+    for key in da:
+        if key not in VOLATILE:
+            assert da[key].dtype == db[key].dtype, key
+            np.testing.assert_array_equal(da[key], db[key], err_msg=key)  # bit for bit, NaN == NaN
+    for key in set(aa) | set(ab):
+        if key not in VOLATILE_ATTRS:
+            np.testing.assert_array_equal(aa[key], ab[key], err_msg=key)
+
+
+CONFIGS = [(alg, comp) for alg in ("ef21", "ef21-plus", "ef", "dcgd") for comp in ("top-k", "rand-k")] + [("gd", "top-k")]
+
+
+@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("algorithm,compressor", CONFIGS)
+def test_mpi_equals_serial_bit_for_bit(algorithm, compressor, n, tmp_path):
+    data = write_libsvm(tmp_path / "small.svm")
+    common = ["run", "--dataset", str(data), "--algorithm", algorithm, "--compressor", compressor, "--k", "3",
+              "--rounds", "60", "--stepsize-multiplier", "4", "--seed", "5", "--quiet"]
+    serial = ef21([*common, "--backend", "serial", "--workers", str(n), "--out", str(tmp_path / "s.h5")])
+    assert serial.returncode == 0, serial.stderr
+    mpi = ef21([*common, "--backend", "mpi", "--out", str(tmp_path / "m.h5")], ranks=n + 1)
+    assert mpi.returncode == 0, mpi.stderr
+    assert_same_log(tmp_path / "s.h5", tmp_path / "m.h5")
+    data_m, attrs = read_log(tmp_path / "m.h5")
+    assert attrs["backend"] == "mpi" and attrs["world_size"] == n + 1 and "MPICH" in attrs["mpi_library"]
+    # top-k / rand-k messages: k float64 values + k int32 indices (+ the EF21+ flag byte) after round 0
+    flag = 8 if algorithm == "ef21-plus" else 0
+    per_round = 12 * 64 if algorithm == "gd" else 3 * (64 + 32) + flag
+    assert (data_m["bits_up"][1:] == per_round).all()
+    assert (data_m["coords_up"][1:] == (12 if algorithm == "gd" else 3)).all()
+
+
+def test_mpi_log_every_and_init_variants(tmp_path):
+    data = write_libsvm(tmp_path / "small.svm", N=50, d=10, seed=3)
+    for init in ("compressed", "zero"):
+        common = ["run", "--dataset", str(data), "--algorithm", "ef21", "--k", "2", "--rounds", "45", "--init", init,
+                  "--log-every", "10", "--quiet"]
+        serial = ef21([*common, "--backend", "serial", "--workers", "3", "--out", str(tmp_path / f"s{init}.h5")])
+        mpi = ef21([*common, "--out", str(tmp_path / f"m{init}.h5")], ranks=4)  # --backend auto picks MPI
+        assert serial.returncode == 0 and mpi.returncode == 0, serial.stderr + mpi.stderr
+        assert_same_log(tmp_path / f"s{init}.h5", tmp_path / f"m{init}.h5")
+        rounds = read_log(tmp_path / f"m{init}.h5")[0]["round"]
+        assert list(rounds) == [0, 10, 20, 30, 40, 45]
+
+
+@pytest.mark.slow
+def test_21_ranks_on_phishing_bit_for_bit(tmp_path, data_dir):
+    common = ["run", "--dataset", "phishing", "--data-dir", str(data_dir), "--algorithm", "ef21", "--k", "1",
+              "--rounds", "300", "--quiet"]
+    serial = ef21([*common, "--backend", "serial", "--workers", "20", "--out", str(tmp_path / "s.h5")])
+    assert serial.returncode == 0, serial.stderr
+    mpi = ef21([*common, "--out", str(tmp_path / "m.h5")], ranks=21)
+    assert mpi.returncode == 0, mpi.stderr
+    assert_same_log(tmp_path / "s.h5", tmp_path / "m.h5")
+    data, attrs = read_log(tmp_path / "m.h5")
+    assert attrs["n_workers"] == 20 and data["bits_up"].shape == (301, 20)
+
+
+def test_worker_exception_fails_the_job_and_keeps_earlier_rows(tmp_path):
+    data = write_libsvm(tmp_path / "small.svm")
+    common = ["run", "--dataset", str(data), "--algorithm", "ef21", "--k", "2", "--rounds", "50", "--quiet"]
+    reference = ef21([*common, "--backend", "serial", "--workers", "4", "--out", str(tmp_path / "ref.h5")])
+    assert reference.returncode == 0
+    fault = {"EF21_MPI_FAULT": "rank=3,round=17,action=raise", "EF21_MPI_FAULT_ARMED": "yes, crash this run on purpose"}
+    started = time.monotonic()
+    failed = ef21([*common, "--out", str(tmp_path / "f.h5")], ranks=5, env=fault, timeout=60)
+    assert time.monotonic() - started < 30
+    assert failed.returncode != 0
+    assert "worker 2 (rank 3) failed in round 17" in failed.stderr
+    logged, attrs = read_log(tmp_path / "f.h5")
+    ref, _ = read_log(tmp_path / "ref.h5")
+    assert attrs["status"] == "failed"
+    assert list(logged["round"]) == list(range(17))
+    for key in ("grad_norm_sq", "loss", "bits_up", "distortion"):
+        np.testing.assert_array_equal(logged[key], ref[key][:17])
+
+
+def test_fault_needs_both_variables(tmp_path):
+    data = write_libsvm(tmp_path / "small.svm")
+    args = ["run", "--dataset", str(data), "--rounds", "10", "--quiet", "--out", str(tmp_path / "x.h5")]
+    only_spec = ef21(args, ranks=3, env={"EF21_MPI_FAULT": "rank=1,round=3,action=raise"})
+    assert only_spec.returncode == 0, only_spec.stderr
+
+
+def test_world_size_one_under_mpi_backend_is_an_input_error(tmp_path):
+    data = write_libsvm(tmp_path / "small.svm")
+    out = ef21(["run", "--dataset", str(data), "--backend", "mpi", "--out", str(tmp_path / "x.h5")], ranks=1)
+    assert out.returncode == 2
+    assert "needs at least 2 ranks" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_more_workers_than_rows_is_an_input_error_on_every_rank(tmp_path):
+    data = write_libsvm(tmp_path / "small.svm", N=3)
+    started = time.monotonic()
+    out = ef21(["run", "--dataset", str(data), "--out", str(tmp_path / "x.h5")], ranks=6, timeout=60)
+    assert time.monotonic() - started < 30
+    assert out.returncode != 0
+    assert out.stderr.count("ef21-mpi: error:") == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "x.h5").exists()
