@@ -18,6 +18,15 @@ VALUE_DTYPE = np.float64
 COMPRESSORS = ("top-k", "rand-k", "identity")
 
 
+def _top_k_indices(magnitude: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries, ties to the lower index, in O(d): threshold, then fill with ties."""
+    d = magnitude.shape[0]
+    threshold = np.partition(magnitude, d - k)[d - k]
+    above = np.flatnonzero(magnitude > threshold)
+    ties = np.flatnonzero(magnitude == threshold)[: k - len(above)]
+    return np.union1d(above, ties).astype(INDEX_DTYPE)
+
+
 @dataclass(frozen=True)
 class TopK:
     """Keep the ``k`` entries of largest magnitude; ties go to the lower index. ``alpha = k/d``."""
@@ -42,10 +51,9 @@ class TopK:
             idx = np.arange(d, dtype=INDEX_DTYPE)
         else:
             # O(d) selection: the k-th largest magnitude, everything above it, then the lowest-index ties.
-            threshold = np.partition(magnitude, d - k)[d - k]
-            above = np.flatnonzero(magnitude > threshold)
-            ties = np.flatnonzero(magnitude == threshold)[: k - len(above)]
-            idx = np.union1d(above, ties).astype(INDEX_DTYPE)
+            idx = _top_k_indices(magnitude, k)
+            if len(idx) < k:  # NaN compares false with everything: rank it above every number, as argmax does
+                idx = _top_k_indices(np.where(np.isnan(magnitude), np.inf, magnitude), k)
         return idx, v[idx]
 
 

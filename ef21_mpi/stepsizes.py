@@ -18,8 +18,7 @@ class Theory:
 
 def theta_beta(alpha: float) -> tuple[float, float]:
     """``theta = 1 - sqrt(1 - alpha)``, ``beta = (1 - alpha) / (1 - sqrt(1 - alpha))`` (Lemma 3 of the paper)."""
-    root = math.sqrt(1.0 - alpha)
-    theta = 1.0 - root
+    theta = alpha / (1.0 + math.sqrt(1.0 - alpha))  # = 1 - sqrt(1 - alpha), without cancellation for small alpha
     return theta, (1.0 - alpha) / theta
 
 
