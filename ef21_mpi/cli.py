@@ -19,9 +19,11 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
                        description="Run one configuration. Under mpiexec (n+1 ranks) rank 0 is the master and "
                                    "ranks 1..n the workers; otherwise --workers n run in this process.")
     d = RunConfig.__dataclass_fields__
-    p.add_argument("--dataset", required=True, help="registry name (a9a, w8a, mushrooms, phishing) or a LibSVM file")
+    p.add_argument("--dataset", help="registry name (a9a, w8a, mushrooms, phishing) or a LibSVM file")
     p.add_argument("--data-dir", help="folder holding the data sets (default: $EF21_DATA_DIR, then data/)")
-    p.add_argument("--out", required=True, help="path of the HDF5 run log to write")
+    p.add_argument("--out", help="path of the HDF5 run log to write")
+    p.add_argument("--resume", metavar="RUN.h5", help="continue RUN.h5 from its last checkpoint (same launcher "
+                   "or the other backend); flags given with it must agree with the original run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--algorithm", default=d["algorithm"].default, choices=METHODS)
     p.add_argument("--compressor", default=d["compressor"].default, choices=COMPRESSORS)
@@ -43,16 +45,26 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=1, help="log every K-th round (bits stay exact)")
     p.add_argument("--flush-every", type=int, help="flush the log at least every K logged rows")
     p.add_argument("--flush-seconds", type=float, default=1.0, help="flush the log about this often (default 1 s)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every K rounds (in addition to --checkpoint-seconds)")
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint about this often (default 60 s)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: MPI when launched with more than one rank")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(handler=_cmd_run)
+    p.set_defaults(defaults={a.dest: a.default for a in p._actions})
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .resume import ResumeRequest
     from .runner import run
 
     values = {name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)}
+    if args.resume is not None:
+        explicit = {k: v for k, v in values.items() if v != args.defaults.get(k)}
+        return run(None, ResumeRequest(args.resume, explicit))
+    for flag in ("dataset", "out"):
+        if values[flag] is None:
+            raise InputError(f"--{flag} is required (or --resume RUN.h5)")
     return run(RunConfig(**values))
 
 

@@ -14,6 +14,10 @@ from .problems import PROBLEMS
 
 BACKENDS = ("auto", "serial", "mpi")
 
+#: Settings that change how a run is executed or stored, but none of its numbers; a resumed run may change them.
+RUNTIME_FIELDS = frozenset({"out", "overwrite", "data_dir", "backend", "quiet", "flush_every", "flush_seconds",
+                            "checkpoint_every", "checkpoint_seconds"})
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -39,6 +43,8 @@ class RunConfig:
     log_every: int = 1
     flush_every: int | None = None
     flush_seconds: float = 1.0
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float = 60.0
     data_dir: str | None = None
     overwrite: bool = False
     backend: str = "auto"
@@ -46,6 +52,10 @@ class RunConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def numbers(self) -> dict:
+        """The settings that determine the run's numbers (compared when a run is resumed)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -72,6 +82,7 @@ def validate(cfg: RunConfig) -> None:
     _positive_finite(cfg.stepsize, "--stepsize")
     _positive_finite(cfg.stepsize_multiplier, "--stepsize-multiplier")
     _positive_finite(cfg.flush_seconds, "--flush-seconds")
+    _positive_finite(cfg.checkpoint_seconds, "--checkpoint-seconds")
     if not (math.isfinite(cfg.lam) and cfg.lam >= 0):
         raise InputError(f"--lam must be a non-negative finite number, got {cfg.lam!r}")
     if not (math.isfinite(cfg.tol) and cfg.tol >= 0):
@@ -82,7 +93,7 @@ def validate(cfg: RunConfig) -> None:
         if value < 0:
             raise InputError(f"{flag} must be non-negative, got {value}")
     for flag, value in (("--workers", cfg.workers), ("--log-every", cfg.log_every), ("--flush-every", cfg.flush_every),
-                        ("--batch-size", cfg.batch_size)):
+                        ("--batch-size", cfg.batch_size), ("--checkpoint-every", cfg.checkpoint_every)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}")
     if cfg.algorithm == "ef21-sgd" and cfg.batch_size is None:

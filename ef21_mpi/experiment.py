@@ -6,6 +6,7 @@ shard). Everything is a pure function of the configuration and the data, so ever
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: 
         "package_version": __version__,
         "command_line": shlex.join(["ef21-mpi", *sys.argv[1:]]),
         "status": "running",
+        "config": json.dumps(cfg.numbers(), sort_keys=True),
     }
     if c.mu is not None:
         attrs["mu"] = c.mu

@@ -3,10 +3,11 @@
 Armed only when *both* environment variables are set, the second to an exact phrase, so that no
 ordinary configuration can trigger it:
 
-    EF21_MPI_FAULT="rank=R,round=T,action=raise|exit|kill"
+    EF21_MPI_FAULT="rank=R,round=T,action=raise|exit|kill|kill-in-checkpoint"
     EF21_MPI_FAULT_ARMED="yes, crash this run on purpose"
 
-Rank 0 is the master, rank ``i + 1`` is worker ``i`` (also in the serial backend).
+Rank 0 is the master, rank ``i + 1`` is worker ``i`` (also in the serial backend). ``kill-in-checkpoint``
+(rank 0 only) SIGKILLs the master after the checkpoint of round T is written but before it is renamed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 from dataclasses import dataclass
 
 ARM_PHRASE = "yes, crash this run on purpose"
-ACTIONS = ("raise", "exit", "kill")
+ACTIONS = ("raise", "exit", "kill", "kill-in-checkpoint")
 
 
 class InjectedFault(RuntimeError):
@@ -43,10 +44,15 @@ class FaultInjector:
         return cls(rank, int(fields["round"]), action)
 
     def maybe_fail(self, t: int) -> None:
-        if self.round is None or t != self.round:
+        if self.round is None or t != self.round or self.action == "kill-in-checkpoint":
             return
         if self.action == "raise":
             raise InjectedFault(f"injected fault on rank {self.rank} at round {t}")
         if self.action == "exit":
             os._exit(17)
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def in_checkpoint(self, t: int) -> None:
+        """Called between writing checkpoint ``t`` and renaming it into place."""
+        if self.action == "kill-in-checkpoint" and self.round is not None and t >= self.round:
+            os.kill(os.getpid(), signal.SIGKILL)

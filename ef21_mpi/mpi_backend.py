@@ -5,7 +5,8 @@ constants, then sends every worker its shard as CSR arrays and the method's para
 no shard. A start-up error on rank 0 is broadcast so every rank exits with status 2.
 
 Each round (buffers only, allocated once):
-- ``Bcast`` of ``[x^t, control]`` (``d + 1`` float64; ``control = 2 t + logged``, or -1 to stop). The
+- ``Bcast`` of ``[x^t, control]`` (``d + 1`` float64; ``control = 2 t + logged``, -1 to stop, -2 to
+  collect the workers' states for a checkpoint). The
   control word is not counted in ``bits_down``, which counts the ``d`` values of ``x``.
 - ``Gatherv`` of every worker's message as raw bytes: values (float64), then indices (int32) for sparse
   messages, then the EF21+ branch flag (1 byte). Rank 0 contributes nothing. Each slot is 8-byte aligned
@@ -18,26 +19,31 @@ the failing round on, marks the log ``failed`` and stops everyone.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import traceback
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
 
+from .checkpoint import WorkerSnapshot
 from .compressors import INDEX_DTYPE, VALUE_DTYPE
-from .config import RunConfig, validate
-from .engine import Progress, RunFailed, run_master
+from .config import RunConfig
+from .engine import RunFailed, run_master
 from .errors import InputError
 from .experiment import build
 from .faults import FaultInjector
 from .methods import Message, MessageSpec, Method, make_method
 from .problems import make_shard
-from .runner import finish, open_log
+from .resume import ResumeRequest
+from .runner import finish, prepare_master, resolve_config
 from .worker import Worker
 
 TAG_ERROR = 77
 STOP = -1.0
+CHECKPOINT = -2.0  # control word: every worker sends its state to rank 0 (pickled; rare, not in the hot path)
 
 
 def _mpi():
@@ -126,6 +132,11 @@ class MpiCluster:
             failed_round, text = self.comm.recv(source=status.Get_source(), tag=TAG_ERROR)
             raise RunFailed(text, failed_round)
 
+    def worker_snapshots(self) -> list[WorkerSnapshot]:
+        self.ch.xbuf[-1] = CHECKPOINT
+        self.comm.Bcast(self.ch.xbuf, root=0)
+        return self.comm.gather(None, root=0)[1:]
+
     def stop(self) -> None:
         self.ch.xbuf[-1] = STOP
         self.comm.Bcast(self.ch.xbuf, root=0)
@@ -151,6 +162,8 @@ def _worker_main(comm, header: dict) -> int:
     A = sp.csr_matrix((data, indices, indptr), shape=(rows, d))
     method = make_method(header["algorithm"], header["compressor"], header["gamma"], header["n"], d, header["init"])
     worker = Worker(method, make_shard(header["problem"], A, y, header["lam"]), header["seeds"][i], header["batch_size"])
+    if header["restore"]:
+        comm.recv(source=0, tag=3).restore(worker.state)
     faults = FaultInjector.from_environment(rank)
     ch = _Channels(method, header["n"], d)
     sendbuf = {key: np.zeros(spec.nbytes, dtype=np.uint8) for key, spec in ch.specs.items()}
@@ -161,6 +174,9 @@ def _worker_main(comm, header: dict) -> int:
         control = ch.xbuf[-1]
         if control == STOP:
             return 1 if failed else 0
+        if control == CHECKPOINT:
+            comm.gather(WorkerSnapshot.of(worker.state), root=0)
+            continue
         t, logged = divmod(int(control), 2)
         key = min(t, 1)
         if not failed:
@@ -188,16 +204,19 @@ def _send_shards(comm, shards) -> None:
             comm.Send(np.ascontiguousarray(buf), dest=dest, tag=2)
 
 
-def _master_main(comm, cfg: RunConfig) -> int:
+def _master_main(comm, cfg: RunConfig | None, resume: ResumeRequest | None) -> int:
     MPI = _mpi()
     n = comm.Get_size() - 1
     try:
-        validate(cfg)
+        cfg = replace(resolve_config(cfg, resume), workers=n)  # under MPI the world size sets n
         exp = build(cfg, n)
+        method = exp.method()
+        library = MPI.Get_library_version().splitlines()[0].strip()
+        side = prepare_master(cfg, exp, method, "mpi", library, comm.Get_size(), resume is not None)
         header = {"ok": True, "algorithm": cfg.algorithm, "compressor": exp.compressor, "gamma": exp.gamma, "n": n,
                   "init": cfg.init, "problem": cfg.problem, "lam": cfg.lam, "seeds": exp.seeds,
-                  "batch_size": cfg.batch_size if cfg.algorithm == "ef21-sgd" else None}
-        log = open_log(exp, "mpi", MPI.Get_library_version().splitlines()[0].strip(), comm.Get_size())
+                  "batch_size": cfg.batch_size if cfg.algorithm == "ef21-sgd" else None,
+                  "restore": side.snapshots is not None}
     except InputError as err:
         header, error = {"ok": False}, err
     comm.Ibarrier().Wait()
@@ -205,31 +224,30 @@ def _master_main(comm, cfg: RunConfig) -> int:
     if not header["ok"]:
         raise error
     _send_shards(comm, exp.shards)
-    method = exp.method()
-    x0, rounds = exp.x0, cfg.rounds
+    for i, snapshot in enumerate(side.snapshots or []):
+        comm.send(snapshot, dest=i + 1, tag=3)
     del exp  # the master keeps no shard and no data set
-    started = time.time()
     cluster = MpiCluster(comm, method, n, method.d)
-    progress = Progress(not cfg.quiet and sys.stderr.isatty(), rounds)
     try:
-        outcome = run_master(method, x0, rounds, cluster, log, log_every=cfg.log_every, tol=cfg.tol,
-                             progress=progress, extra_series=None)
+        outcome = run_master(method, side.loop, cluster, side.log, side.options)
     except Exception as err:  # noqa: BLE001 -- whatever went wrong, mark the log before aborting the job
-        log.flush(log.x, status="failed")
+        side.log.flush(side.log.x, status="failed")
         print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
         comm.Abort(1)
     cluster.stop()
-    return finish(log, outcome, started)
+    return finish(side, outcome)
 
 
-def run_mpi(cfg: RunConfig) -> int:
+def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None = None) -> int:
     MPI = _mpi()
     comm = MPI.COMM_WORLD
     if comm.Get_size() < 2:
         raise InputError("--backend mpi needs at least 2 ranks (1 master + n workers); launch with mpiexec -n N+1")
     install_abort_hook(comm)
     if comm.Get_rank() == 0:
-        return _master_main(comm, cfg)
+        return _master_main(comm, cfg, resume)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # rank 0 decides when to stop, after a checkpoint
+        signal.signal(signum, signal.SIG_IGN)
     _wait_quietly(comm)
     header = comm.bcast(None, root=0)
     if not header["ok"]:

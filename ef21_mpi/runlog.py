@@ -14,6 +14,7 @@ log can never take more than about a tenth of the run.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -25,6 +26,24 @@ SERIES = ("grad_norm_sq", "loss", "distortion", "wall_time")
 COUNTS = ("bits_up", "coords_up")
 
 STATUSES = ("running", "completed", "converged", "diverged", "interrupted", "failed")
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+def acquire_writer_lock(path: Path):
+    """Hold an exclusive lock beside the log while a process writes it (released when the process dies).
+
+    Returns the open lock file, or raises BlockingIOError when another live process holds it.
+    """
+    handle = open(lock_path(path), "a")  # noqa: SIM115 -- kept open for the life of the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise
+    return handle
 
 
 class RunLog:
@@ -69,6 +88,20 @@ class RunLog:
             self._series[name][r] = series[name]
         self.rows += 1
 
+    def load_rows(self, path: Path, rows: int) -> None:
+        """Take the first ``rows`` rows of an existing log (a resumed run continues its log)."""
+        with h5py.File(path, "r") as f:
+            columns = {name: f[name][:rows] for name in ("round", "bits_down", *COUNTS, *self.series_names)}
+        while self._capacity < rows:
+            self._grow()
+        self._round[:rows] = columns["round"]
+        self._bits_down[:rows] = columns["bits_down"]
+        for name in COUNTS:
+            self._counts[name][:rows] = columns[name]
+        for name in self.series_names:
+            self._series[name][:rows] = columns[name]
+        self.rows = rows
+
     def truncate(self, rows: int) -> None:
         """Forget rows from ``rows`` on (rows a failed worker may have spoiled)."""
         self.rows = min(self.rows, rows)
@@ -102,6 +135,7 @@ class RunLog:
             for key, value in self.attrs.items():
                 f.attrs[key] = value
             f.attrs["rows"] = self.rows
+            f.attrs["updated_at"] = time.time()
             f.create_dataset("round", data=self.column("round"))
             for name in self.series_names:
                 f.create_dataset(name, data=self.column(name))

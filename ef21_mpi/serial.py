@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .checkpoint import WorkerSnapshot
 from .engine import RunFailed
 from .faults import FaultInjector
 from .methods import Message
@@ -32,10 +33,13 @@ class SerialCluster:
             try:
                 self.faults[i].maybe_fail(t)
                 messages.append(w.round(x_seen, t, self.monitors[i] if logged else None))
-            except Exception as err:  # noqa: BLE001 -- the same report as a failing MPI rank
+            except Exception as err:
                 raise RunFailed(f"worker {i} failed in round {t}: {type(err).__name__}: {err}", t) from err
         wire_bytes = np.array([message_nbytes(m) for m in messages], dtype=np.int64)
         return messages, wire_bytes, (self.monitors if logged else None)
+
+    def worker_snapshots(self) -> list[WorkerSnapshot]:
+        return [WorkerSnapshot.of(w.state) for w in self.workers]
 
     def stop(self) -> None:
         pass

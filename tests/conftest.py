@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from ef21_mpi.compressors import Compressor
-from ef21_mpi.engine import run_master
+from ef21_mpi.engine import LoopOptions, fresh_loop, run_master
 from ef21_mpi.methods import make_method
 from ef21_mpi.problems import LogisticShard
 from ef21_mpi.runlog import RunLog
@@ -62,5 +62,6 @@ def run_serial_direct(algorithm: str, compressor: Compressor, shards, gamma: flo
     workers = [Worker(method, LogisticShard(A, y, lam), seeds[i], batch_size) for i, (A, y) in enumerate(shards)]
     log = RunLog(tmp_path / f"{algorithm}.h5", {}, n, d, flush_seconds=1e9)
     x0 = np.zeros(d) if x0 is None else x0
-    outcome = run_master(method, x0, rounds, SerialCluster(workers, d), log, log_every=log_every)
+    outcome = run_master(method, fresh_loop(method, x0), SerialCluster(workers, d), log,
+                         LoopOptions(rounds, log_every=log_every))
     return log, outcome

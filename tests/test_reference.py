@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ef21_mpi.config import RunConfig
-from ef21_mpi.engine import run_master
+from ef21_mpi.engine import LoopOptions, fresh_loop, run_master
 from ef21_mpi.experiment import build
 from ef21_mpi.runlog import RunLog
 from ef21_mpi.serial import SerialCluster
@@ -51,7 +51,8 @@ def test_1000_ef21_rounds(name, data_dir, tmp_path):
     method = exp.method()
     workers = [Worker(method, exp.make_shard(i), exp.seeds[i]) for i in range(exp.n)]
     log = RunLog(tmp_path / "run.h5", {}, exp.n, exp.d, flush_seconds=1e9)
-    outcome = run_master(method, exp.x0, 1000, SerialCluster(workers, exp.d), log, log_every=100)
+    outcome = run_master(method, fresh_loop(method, exp.x0), SerialCluster(workers, exp.d), log,
+                         LoopOptions(1000, log_every=100))
     assert outcome.status == "completed"
     assert log.column("round")[-1] == 1000
     assert log.column("grad_norm_sq")[-1] == pytest.approx(REFERENCE[name][5], rel=1e-6)

@@ -1,0 +1,84 @@
+"""``ef21-mpi run --resume RUN.h5``: continue a run from its last checkpoint, refusing any change of numbers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+
+from . import checkpoint
+from .checkpoint import LoopState, WorkerSnapshot
+from .config import RUNTIME_FIELDS, RunConfig
+from .engine import fresh_loop
+from .errors import InputError
+from .experiment import Experiment
+from .methods import Method
+from .runlog import RunLog
+
+FINAL_STATUSES = ("completed", "converged", "diverged")
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """The log to continue and the flags the user gave explicitly (compared with the original run)."""
+
+    path: str
+    explicit: dict = field(default_factory=dict)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def read_attrs(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"--resume {path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            return dict(f.attrs)
+    except OSError as err:
+        raise InputError(f"--resume {path}: not an HDF5 file ({err})") from err
+
+
+def resume_config(request: ResumeRequest) -> RunConfig:
+    """The original run's configuration, with the runtime settings the user gave now."""
+    path = Path(request.path)
+    attrs = read_attrs(path)
+    if "config" not in attrs or "status" not in attrs:
+        raise InputError(f"--resume {path}: not an ef21-mpi run log (no config/status attributes)")
+    status = str(attrs["status"])
+    if status in FINAL_STATUSES:
+        raise InputError(f"--resume {path}: the run is already {status}; there is nothing to resume")
+    stored = json.loads(attrs["config"])
+    for name, value in request.explicit.items():
+        if name not in RUNTIME_FIELDS and name in stored and stored[name] != value:
+            raise InputError(f"--resume {path}: {_flag(name)} {value} differs from the original run's "
+                             f"{stored[name]}; a resumed run continues the same configuration")
+    runtime = {k: v for k, v in request.explicit.items() if k in RUNTIME_FIELDS}
+    return RunConfig(**{**stored, **runtime, "out": str(path), "overwrite": True})
+
+
+def check_same_run(cfg: RunConfig, exp: Experiment, attrs: dict) -> None:
+    """The data and the number of workers must be those of the original run."""
+    if str(attrs.get("dataset_sha256")) != exp.dataset.sha256:
+        raise InputError(f"--resume {cfg.out}: data set {exp.dataset.path} has sha256 {exp.dataset.sha256}, "
+                         f"the original run used {attrs.get('dataset_sha256')}")
+    if int(attrs.get("n_workers", -1)) != exp.n:
+        raise InputError(f"--resume {cfg.out}: {exp.n} workers now, the original run had {attrs.get('n_workers')} "
+                         "(under MPI launch n+1 ranks)")
+
+
+def restore(cfg: RunConfig, exp: Experiment, method: Method, log: RunLog,
+            attrs: dict) -> tuple[LoopState, list[WorkerSnapshot] | None]:
+    """The loop state and worker snapshots to start from; the log gets the rows the checkpoint counts on."""
+    check_same_run(cfg, exp, attrs)
+    path = checkpoint.checkpoint_path(cfg.out)
+    if not path.exists():  # killed before its first checkpoint: starting over gives the same result
+        return fresh_loop(method, exp.x0), None
+    ckpt = checkpoint.load(path)
+    if ckpt.config != json.loads(json.dumps(cfg.numbers(), sort_keys=True)) or ckpt.dataset_sha256 != exp.dataset.sha256:
+        raise InputError(f"--resume {cfg.out}: checkpoint {path} belongs to a different configuration or data set")
+    log.load_rows(Path(cfg.out), ckpt.loop.log_rows)
+    return ckpt.loop, ckpt.workers

@@ -1,0 +1,55 @@
+"""Helpers shared by the tests that run the real command: small LibSVM files, launches with timeouts, log comparison."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+TIMEOUT = 180  # seconds per launch; a hang fails the test instead of blocking CI
+VOLATILE = {"wall_time"}  # the only dataset allowed to differ between backends
+VOLATILE_ATTRS = {"backend", "mpi_library", "world_size", "command_line", "elapsed_seconds", "updated_at",
+                  "resume_history"}
+
+
+def write_libsvm(path: Path, N: int = 60, d: int = 12, seed: int = 0) -> Path:
+    """A small random LibSVM file (labels 0/1, about a third of the features present per row)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(N):
+        cols = np.flatnonzero(rng.random(d) < 0.35) + 1
+        feats = " ".join(f"{c}:{rng.normal():.6g}" for c in cols)
+        lines.append(f"{int(rng.random() < 0.4)} {feats}".rstrip())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ef21(args: list[str], *, ranks: int | None = None, env: dict | None = None, timeout: float = TIMEOUT):
+    """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess."""
+    cmd = [sys.executable, "-m", "ef21_mpi", *args]
+    if ranks is not None:
+        cmd = ["mpiexec", "-n", str(ranks), *cmd]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False)
+
+
+def read_log(path: Path) -> tuple[dict, dict]:
+    with h5py.File(path, "r") as f:
+        return {k: f[k][()] for k in f}, dict(f.attrs)
+
+
+def assert_same_log(a: Path, b: Path) -> None:
+    da, aa = read_log(a)
+    db, ab = read_log(b)
+    assert set(da) == set(db)
+    for key in da:
+        if key not in VOLATILE:
+            assert da[key].dtype == db[key].dtype, key
+            np.testing.assert_array_equal(da[key], db[key], err_msg=key)  # bit for bit, NaN == NaN
+    for key in set(aa) | set(ab):
+        if key not in VOLATILE_ATTRS:
+            np.testing.assert_array_equal(aa[key], ab[key], err_msg=key)
