@@ -110,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except InputError as err:
-        if args.debug:
-            traceback.print_exc()
-        print(f"ef21-mpi: error: {err}", file=sys.stderr)
+        from .runner import mpi_rank
+
+        if mpi_rank() == 0:  # under mpiexec every rank fails alike; one message is enough
+            if args.debug:
+                traceback.print_exc()
+            print(f"ef21-mpi: error: {err}", file=sys.stderr)
         return 2
 
 

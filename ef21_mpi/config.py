@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -106,12 +106,19 @@ def validate(cfg: RunConfig) -> None:
 
 
 def check_output_path(out: str, overwrite: bool) -> None:
-    """The log's folder must exist and be writable, and an existing log is only replaced on request."""
+    """The log's folder must exist and accept a new file, and an existing log is only replaced on request."""
     path = Path(out)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
+    if not folder.exists():
         raise InputError(f"--out {out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: folder {folder} is not writable")
+    if not folder.is_dir():
+        raise InputError(f"--out {out}: {folder} is not a folder")
+    if path.is_dir():
+        raise InputError(f"--out {out} is a folder; expected the path of a log file")
     if path.exists() and not overwrite:
         raise InputError(f"--out {out} already exists; pass --overwrite to replace it")
+    try:  # os.access says yes to root everywhere; creating a file is the real test
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.probe"):
+            pass
+    except OSError as err:
+        raise InputError(f"--out {out}: folder {folder} is not writable ({err.strerror})") from None

@@ -61,7 +61,10 @@ def make_x0(spec: str, d: int, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(d)
     if spec == "normal":
         return rng.standard_normal(d)
-    x0 = np.load(spec, allow_pickle=False)
+    try:
+        x0 = np.load(spec, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"--x0 {spec}: cannot read it ({err}); expected a numeric vector of shape ({d},)") from None
     if x0.shape != (d,) or not np.issubdtype(x0.dtype, np.number):
         raise InputError(f"--x0 {spec}: expected a numeric vector of shape ({d},), got {x0.dtype} {x0.shape}")
     x0 = x0.astype(np.float64)

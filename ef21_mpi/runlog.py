@@ -143,7 +143,11 @@ class RunLog:
                 f.create_dataset(name, data=self.column(name))
             f.create_dataset("bits_down", data=self.column("bits_down"))
             f.create_dataset("x_final", data=self.x)
-        os.replace(tmp, self.path)
+        try:
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         self._last_flush = time.monotonic()
         self._last_write_cost = self._last_flush - started
         self._rows_at_flush = self.rows

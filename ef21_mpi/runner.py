@@ -31,6 +31,14 @@ from .worker import Worker
 EXIT_CODES = {"completed": 0, "converged": 0, "failed": 1, "diverged": 3}
 
 
+def mpi_rank() -> int:
+    """This process's rank as the launcher announced it (0 when not launched by MPI)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def mpi_world_size() -> int:
     """Number of ranks this process was launched with, without initialising MPI when it is not needed."""
     for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
@@ -65,6 +73,8 @@ def prepare_master(cfg: RunConfig, exp: Experiment, method: Method, backend: str
         lock = acquire_writer_lock(out)
     except BlockingIOError:
         raise InputError(f"{out} is being written by a running job (lock {lock_path(out)} is held)") from None
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot create files beside it ({err.strerror})") from None
     for stale in out.parent.glob(f".{out.name}*.tmp*"):  # half-written snapshots of a killed writer
         stale.unlink(missing_ok=True)
     attrs = log_attributes(exp, backend, mpi_library, world_size)
@@ -128,7 +138,11 @@ def run_serial(cfg: RunConfig, resume: bool) -> int:
     side = prepare_master(cfg, exp, method, "serial", "", 1, resume)
     for worker, snapshot in zip(workers, side.snapshots or []):
         snapshot.restore(worker.state)
-    outcome = run_master(method, side.loop, SerialCluster(workers, exp.d), side.log, side.options)
+    try:
+        outcome = run_master(method, side.loop, SerialCluster(workers, exp.d), side.log, side.options)
+    except BaseException:
+        side.log.flush(side.log.x, status="failed")  # whatever happened, the log must not claim to be running
+        raise
     return finish(side, outcome)
 
 
