@@ -28,8 +28,8 @@ def _top_k_indices(magnitude: np.ndarray, k: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TopK:
-    """Keep the ``k`` entries of largest magnitude; ties go to the lower index. ``alpha = k/d``."""
+class _KOfD:
+    """A compressor that sends ``k`` of the ``d`` coordinates: ``alpha = k/d``, ``k`` (index, value) pairs."""
 
     k: int
     d: int
@@ -41,6 +41,11 @@ class TopK:
     @property
     def n_values(self) -> int:
         return self.k
+
+
+@dataclass(frozen=True)
+class TopK(_KOfD):
+    """Keep the ``k`` entries of largest magnitude; ties go to the lower index. ``alpha = k/d``."""
 
     def compress(self, v: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         k, d = self.k, self.d
@@ -58,19 +63,8 @@ class TopK:
 
 
 @dataclass(frozen=True)
-class RandK:
+class RandK(_KOfD):
     """Keep ``k`` coordinates drawn uniformly without replacement, unscaled (the contractive form). ``alpha = k/d``."""
-
-    k: int
-    d: int
-
-    @property
-    def alpha(self) -> float:
-        return self.k / self.d
-
-    @property
-    def n_values(self) -> int:
-        return self.k
 
     def compress(self, v: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         idx = np.sort(rng.choice(self.d, size=self.k, replace=False)).astype(INDEX_DTYPE)
