@@ -83,6 +83,9 @@ def build(cfg: RunConfig, n_workers: int) -> Experiment:
     bounds = shard_bounds(dataset.N, n_workers)
     shards = [(sp.csr_matrix(A[lo:hi]), np.ascontiguousarray(y[lo:hi])) for lo, hi in bounds]
     constants = smoothness_constants(cfg.problem, shards, cfg.lam)
+    if constants.mu is not None and cfg.stepsize is None and not constants.mu > 1e-12 * constants.L:
+        raise InputError(f"--problem least-squares: f is not strongly convex on {dataset.name} with --lam {cfg.lam} "
+                         f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
     compressor = Identity(dataset.d) if cfg.algorithm == "gd" else make_compressor(cfg.compressor, cfg.k, dataset.d)
     th = theory(compressor.alpha, constants.L, constants.L_tilde, constants.mu)
     gamma = cfg.stepsize if cfg.stepsize is not None else cfg.stepsize_multiplier * th.gamma_theory

@@ -1,3 +1,5 @@
 """Registry of the result-handling subcommands; each module adds its parser here."""
 
-PARSERS: list = []
+from .theory_cmd import register as register_theory
+
+PARSERS: list = [register_theory]

@@ -10,6 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+# the launcher that belongs to this Python (the MPICH wheel puts it beside the interpreter)
+MPIEXEC = str(Path(sys.executable).with_name("mpiexec")) if Path(sys.executable).with_name("mpiexec").exists() else "mpiexec"
 TIMEOUT = 180  # seconds per launch; a hang fails the test instead of blocking CI
 VOLATILE = {"wall_time"}  # the only dataset allowed to differ between backends
 VOLATILE_ATTRS = {"backend", "mpi_library", "world_size", "command_line", "elapsed_seconds", "updated_at",
@@ -32,7 +34,7 @@ def ef21(args: list[str], *, ranks: int | None = None, env: dict | None = None, 
     """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess."""
     cmd = [sys.executable, "-m", "ef21_mpi", *args]
     if ranks is not None:
-        cmd = ["mpiexec", "-n", str(ranks), *cmd]
+        cmd = [MPIEXEC, "-n", str(ranks), *cmd]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False)
 

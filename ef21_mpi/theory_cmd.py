@@ -1,0 +1,113 @@
+"""``ef21-mpi theory``: hold run logs against Theorems 2 and 3 (report, JSON, or a figure of bound vs observed).
+
+`theory_report`/`format_report` (in `theory`) and `plot_theory` are the pieces ``inspect --theory`` and
+``plot --theory`` can reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import InputError
+from .theory import format_report, theory_report
+
+FORMATS = (".png", ".pdf", ".svg")
+PANEL_SIZE = (4.8, 3.6)  # inches per panel
+MAX_COLUMNS = 3
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("theory", help="check run logs against the paper's Theorems 2 and 3",
+                       description="For EF21-family runs: the constants, whether gamma <= gamma_theory, and "
+                                   "Theorem 2's bound (logistic regression) or Theorem 3's (least squares, PL) "
+                                   "against what the run did.")
+    p.add_argument("logs", nargs="+", metavar="RUN.h5", help="HDF5 run log(s)")
+    p.add_argument("--f-inf", type=float, default=0.0,
+                   help="lower bound f_inf of f for Theorem 2 (default 0, valid for the logistic loss)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of the reports (without the curves)")
+    p.add_argument("--plot", metavar="FIG", help="also draw bound and observed curve per run (.png, .pdf, .svg)")
+    p.add_argument("--check", action="store_true",
+                   help="exit with status 1 if a bound that must hold for a run does not")
+    p.set_defaults(handler=cmd_theory)
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    if not math.isfinite(args.f_inf):
+        raise InputError(f"--f-inf must be a finite number, got {args.f_inf!r}")
+    if args.plot:
+        check_figure_path(args.plot)
+    reports = [theory_report(path, f_inf=args.f_inf) for path in args.logs]
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        print("\n\n".join(format_report(r) for r in reports))
+    if args.plot:
+        plot_theory(args.logs, args.plot, f_inf=args.f_inf)
+    return 1 if args.check and any(r["violation"] for r in reports) else 0
+
+
+def check_figure_path(out: str | os.PathLike) -> None:
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise InputError(f"--plot {out}: unknown figure format; use one of {', '.join(FORMATS)}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"--plot {out}: folder {folder} does not exist")
+
+
+def _title(r: dict) -> str:
+    comp = f"{r['compressor']}" + (f" k={r['k']}" if r["compressor"] in ("top-k", "rand-k") else "")
+    return f"{r['dataset']}: {r['algorithm']}, {comp}, {r['constants']['multiplier']:.3g}x"
+
+
+def _draw(ax, r: dict) -> None:
+    """One run: observed curve (solid) and the theorem's bound (dashed), log scale."""
+    if r["theorem2"] is not None:
+        t = r["theorem2"]
+        x, observed, bound = t["T"], t["observed"], t["bound"]
+        ax.set_xlabel("T (rounds)")
+        ax.set_ylabel(r"$\frac{1}{T}\sum_{t<T}\|\nabla f(x^t)\|^2$")
+        bound_label = "Theorem 2 bound"
+        observed_label = "observed" + ("" if t["exact"] else " (approx., thinned log)")
+    else:
+        t = r["theorem3"]
+        x, observed, bound = t["round"], t["psi"], t["bound"]
+        ax.set_xlabel("round t")
+        ax.set_ylabel(r"$\Psi^t = f(x^t) - f^* + \frac{\gamma}{\theta} G^t$")
+        bound_label, observed_label = r"Theorem 3 bound $(1-\gamma\mu)^t \Psi^0$", "observed"
+    ax.plot(x, observed, color="C0", label=observed_label)
+    ax.plot(x, bound, color="C3", linestyle="--", label=bound_label)
+    ax.set_yscale("log")
+    ax.set_title(_title(r), fontsize=9)
+    ax.legend(fontsize=8)
+
+
+def plot_theory(paths: Sequence[str | os.PathLike], out: str | os.PathLike, f_inf: float = 0.0) -> Path:
+    """One panel per run with the theorem's bound over the observed curve; runs no theorem covers are skipped."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError("plotting needs matplotlib: pip install 'ef21-mpi[plot]'") from None
+    out = Path(out)
+    check_figure_path(out)
+    reports = [r for r in (theory_report(p, f_inf=f_inf, curves=True) for p in paths) if r["theorem"] is not None]
+    reports = [r for r in reports if len((r["theorem2"] or r["theorem3"]).get("bound", [])) > 0]
+    if not reports:
+        raise InputError("--plot: none of the logs is a run Theorem 2 or 3 speaks about (EF21, EF21+, EF21-SGD, GD)")
+    columns = min(MAX_COLUMNS, len(reports))
+    rows = math.ceil(len(reports) / columns)
+    fig = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, r in zip(axes, reports):
+        _draw(ax, r)
+    for ax in axes[len(reports):]:
+        ax.set_visible(False)
+    fig.savefig(out, dpi=100)
+    return out
