@@ -1,0 +1,525 @@
+"""``ef21-mpi bench`` (also ``scripts/bench``): time per round against the limits of this machine, in one table.
+
+Everything in the table is measured in one invocation, and every ratio compares figures measured side by
+side (the machine is shared and noisy: each in-process figure is measured ``--repeats`` times, interleaved,
+and the table shows medians):
+
+1. the serial backend (EF21, Top-1, a9a, 20 workers, through ``ef21-mpi run`` in this process) against the
+   *compute floor*: one ``A x`` plus one ``A^T s`` over the whole data set held as one CSR matrix;
+2. a *naive baseline* written here as a typical research script is: dense shard matrices, a Python loop
+   over workers, Top-k by ``np.argsort`` (`naive_ef21`);
+3. the MPI backend under ``mpiexec`` (`ef21_mpi.bench_mpi`) against the *communication floor* measured in
+   the same launch (the same ``Bcast``/``Gatherv`` with no computation) plus each rank's own compute;
+4. scale: synthetic data (`ef21_mpi.synth`) at several ``d``: start-up, time per round, peak memory per
+   rank, uplink bits per worker per round, and the live blocks as large as an ``n x d`` array.
+
+The bench asserts nothing about time; it prints. ``--quick`` runs every part at toy sizes (for the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_WORKERS = 20
+DEFAULT_DIMS = (10**3, 10**4, 10**5, 10**6)
+BITS_PER_ENTRY = 64 + 32  # a Top-k entry on the wire: float64 value + int32 index
+
+
+# --- the naive baseline -----------------------------------------------------------------------------
+
+
+def naive_shards(A, y: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Dense ``(A_i, y_i)`` numpy arrays of the package's sequential shards."""
+    from .data import shard_bounds
+
+    return [(A[lo:hi].toarray(), y[lo:hi].copy()) for lo, hi in shard_bounds(A.shape[0], n)]
+
+
+def naive_loss_grad(A_i: np.ndarray, y_i: np.ndarray, x: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
+    """Logistic loss with the non-convex regulariser and its gradient, in plain dense numpy."""
+    margins = y_i * (A_i @ x)
+    loss = np.mean(np.log1p(np.exp(-margins))) + lam * np.sum(x**2 / (1 + x**2))
+    grad = -(A_i.T @ (y_i / (1 + np.exp(margins)))) / len(y_i) + 2 * lam * x / (1 + x**2) ** 2
+    return loss, grad
+
+
+def naive_top_k(v: np.ndarray, k: int) -> np.ndarray:
+    """Dense Top-k by a full sort; the stable sort of ``-|v|`` breaks ties towards the lower index, as the package."""
+    keep = np.argsort(-np.abs(v), kind="stable")[:k]
+    out = np.zeros_like(v)
+    out[keep] = v[keep]
+    return out
+
+
+def naive_ef21(shards, lam: float, gamma: float, rounds: int, k: int = 1):
+    """EF21 (init full, ``x^0 = 0``) as a research script: returns ``x``, per-round ``||grad f||^2`` and seconds."""
+    n, d = len(shards), shards[0][0].shape[1]
+    x = np.zeros(d)
+    grads = [naive_loss_grad(A_i, y_i, x, lam)[1] for A_i, y_i in shards]
+    g_i = [gr.copy() for gr in grads]
+    g = np.mean(g_i, axis=0)
+    grad_norm_sq = [float(np.sum(np.mean(grads, axis=0) ** 2))]
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        x = x - gamma * g
+        losses, grads, c = [], [], []
+        for i, (A_i, y_i) in enumerate(shards):
+            loss, grad = naive_loss_grad(A_i, y_i, x, lam)
+            c_i = naive_top_k(grad - g_i[i], k)
+            g_i[i] = g_i[i] + c_i
+            losses.append(loss)
+            grads.append(grad)
+            c.append(c_i)
+        g = g + np.sum(c, axis=0) / n
+        grad_norm_sq.append(float(np.sum(np.mean(grads, axis=0) ** 2)))
+        seconds.append(time.perf_counter() - started)
+    return x, np.array(grad_norm_sq), np.array(seconds)
+
+
+# --- floors and package runs in this process -------------------------------------------------------
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def compute_floor(A, reps: int) -> float:
+    """Seconds for ``A x`` (CSR) plus ``A^T s`` (CSR of ``A^T``, the form the package keeps) over the whole data set."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    x, s = rng.standard_normal(A.shape[1]) * 0.01, rng.standard_normal(A.shape[0])
+    AT = sp.csr_matrix(A.T)
+    return _median_seconds(lambda: (A @ x, AT @ s), reps)
+
+
+def dense_floor(shards: list[tuple[np.ndarray, np.ndarray]], reps: int) -> float:
+    """Seconds for the naive baseline's unavoidable work: ``A_i x`` and ``A_i^T s_i`` on every dense shard.
+
+    Per shard, as the baseline does: one product over the whole dense matrix is large enough for OpenBLAS to
+    go multi-threaded, which on a loaded 2-core machine is several times slower, not faster.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shards[0][0].shape[1]) * 0.01
+    s = [rng.standard_normal(A_i.shape[0]) for A_i, _ in shards]
+    return _median_seconds(lambda: [(A_i @ x, A_i.T @ s_i) for (A_i, _), s_i in zip(shards, s)], reps)
+
+
+def read_log(path: Path) -> dict:
+    """Seconds per round (median of ``wall_time`` steps over rounds >= 1) and uplink figures from a run log."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        rounds, wall = f["round"][()], f["wall_time"][()]
+        bits_up, coords_up, x_final = f["bits_up"][()], f["coords_up"][()], f["x_final"][()]
+        attrs = {key: f.attrs[key] for key in ("gamma", "status", "d", "L") if key in f.attrs}
+        grad_norm_sq = f["grad_norm_sq"][()]
+    spent = max(int(rounds[-1] - rounds[0]), 1)
+    return {
+        "round_seconds": float(np.median(np.diff(wall) / np.diff(rounds))) if rounds.size > 1 else None,
+        "bits_up_per_worker_round": sorted(set((bits_up[1:].sum(axis=0) / spent).tolist())),
+        "coords_up_per_worker_round": sorted(set((coords_up[1:].sum(axis=0) / spent).tolist())),
+        "loop_s": float(wall[-1]),
+        "gamma": float(attrs.get("gamma", np.nan)),
+        "status": str(attrs.get("status", "")),
+        "x_final": x_final,
+        "grad_norm_sq": grad_norm_sq,
+    }
+
+
+def run_args(dataset: str, out: Path, rounds: int, log_every: int, k: int, workers: int = N_WORKERS,
+             data_dir: str | None = None, algorithm: str = "ef21") -> list[str]:
+    """Arguments of ``ef21-mpi run`` for one EF21 Top-k configuration of the bench."""
+    args = ["run", "--backend", "serial", "--workers", str(workers), "--dataset", dataset, "--out", str(out),
+            "--overwrite", "--quiet", "--algorithm", algorithm, "--compressor", "top-k", "--k", str(k),
+            "--rounds", str(rounds), "--log-every", str(log_every)]
+    return args + (["--data-dir", data_dir] if data_dir else [])
+
+
+def serial_run(args: list[str]) -> dict:
+    """``ef21-mpi run`` in this process (the package's real serial engine); the figures from its log."""
+    from .cli import main as cli_main
+
+    out = Path(args[args.index("--out") + 1])
+    started = time.perf_counter()
+    rc = cli_main(args)
+    total = time.perf_counter() - started
+    if rc != 0:
+        raise RuntimeError(f"ef21-mpi {' '.join(args)} exited with status {rc}")
+    return {**read_log(out), "total_s": total}
+
+
+# --- MPI launches ----------------------------------------------------------------------------------
+
+
+def find_mpiexec() -> str:
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def launch_mpi(spec: dict, ranks: int, mpiexec: str, timeout: float, workdir: Path) -> dict:
+    """Run `ef21_mpi.bench_mpi` under ``mpiexec -n ranks``; the whole job is ended if it outlives ``timeout``."""
+    spec_path = workdir / f"mpi-spec-{time.monotonic_ns()}.json"
+    spec = {**spec, "workdir": str(workdir), "out": str(spec_path.with_suffix(".out.json"))}
+    spec_path.write_text(json.dumps(spec))
+    cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "ef21_mpi.bench_mpi", "--spec",
+           str(spec_path)]
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        job.terminate()  # hydra forwards SIGTERM to the ranks
+        try:
+            job.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)  # the session this launch started, and only it
+            job.communicate()
+        raise RuntimeError(f"{' '.join(cmd)} did not finish within {timeout:.0f} s") from None
+    if job.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {job.returncode}: {stderr.strip()[-2000:]}")
+    return json.loads(Path(spec["out"]).read_text())
+
+
+# --- the machine -----------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    """CPU model, cores, load and library versions, for the table's header."""
+    import scipy
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import mpi4py
+
+        mpi4py_version = mpi4py.__version__
+    except ImportError:
+        mpi4py_version = "not installed"
+    blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
+    return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "load_average": os.getloadavg(), "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "mpi4py": mpi4py_version,
+            "blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"}
+
+
+# --- the four parts --------------------------------------------------------------------------------
+
+
+def part_serial_and_naive(opts, workdir: Path) -> dict:
+    """Parts 1 and 2: compute floor, serial backend (two log intervals) and the naive baseline, interleaved."""
+    from .registry import load
+
+    ds = load(opts.dataset, opts.data_dir)
+    shards = naive_shards(ds.A, ds.y, N_WORKERS)
+    rows = []
+    for repeat in range(opts.repeats):
+        floor = compute_floor(ds.A, opts.floor_reps)
+        every = serial_run(run_args(opts.dataset, workdir / "serial-log1.h5", opts.rounds, 1, 1,
+                                    data_dir=opts.data_dir))
+        sparse = serial_run(run_args(opts.dataset, workdir / "serial-log100.h5", 2 * opts.rounds,
+                                     opts.sparse_log_every, 1, data_dir=opts.data_dir))
+        _, _, naive_seconds = naive_ef21(shards, 0.1, every["gamma"], opts.naive_rounds, 1)
+        rows.append({"floor": floor, "serial_log1": every["round_seconds"], "serial_sparse": sparse["round_seconds"],
+                     "naive": float(np.median(naive_seconds)), "dense_floor": dense_floor(shards, opts.floor_reps),
+                     "bits": every["bits_up_per_worker_round"], "coords": every["coords_up_per_worker_round"]})
+        print(f"  repeat {repeat + 1}: floor {rows[-1]['floor'] * 1e3:.3f} ms, serial {every['round_seconds'] * 1e3:.3f}"
+              f" / {sparse['round_seconds'] * 1e3:.3f} ms, naive {rows[-1]['naive'] * 1e3:.3f} ms", file=sys.stderr)
+    out = {key: float(np.median([r[key] for r in rows])) for key in rows[0] if key not in ("bits", "coords")}
+    for ratio, (num, den) in {"serial_log1_over_floor": ("serial_log1", "floor"),
+                              "serial_sparse_over_floor": ("serial_sparse", "floor"),
+                              "naive_over_serial_log1": ("naive", "serial_log1"),
+                              "naive_over_serial_sparse": ("naive", "serial_sparse"),
+                              "dense_floor_over_floor": ("dense_floor", "floor")}.items():
+        out[ratio] = float(np.median([r[num] / r[den] for r in rows]))
+    out.update(repeats=len(rows), N=ds.N, d=ds.d, nnz=int(ds.A.nnz), bits=rows[0]["bits"], coords=rows[0]["coords"],
+               per_repeat=rows)
+    return out
+
+
+def part_mpi(opts, workdir: Path, d: int) -> dict:
+    """Part 3: floor and real runs (every round logged, and every ``--sparse-log-every``), ``--repeats`` pairs."""
+    runs = []
+    for _ in range(opts.repeats):
+        runs.append({"k": 1, "rounds": opts.mpi_rounds, "log_every": 1})
+        runs.append({"k": 1, "rounds": 2 * opts.mpi_rounds, "log_every": opts.sparse_log_every})
+    spec = {"dataset": opts.dataset, "data_dir": opts.data_dir, "dim": d, "floor_rounds": opts.mpi_rounds,
+            "runs": runs, "isolated_repeats": 50}
+    report = launch_mpi(spec, opts.ranks, opts.mpiexec, opts.timeout, workdir)
+    out = {"library": report["library"], "ranks": report["ranks"]}
+    for mode, logged in (("log1", True), ("sparse", False)):
+        rows = []
+        for run in report["runs"]:
+            if (run["run"]["log_every"] == 1) != logged:
+                continue
+            workers = [r for r in run["ranks"] if r["rank"] > 0]
+            iso = [w["compute_isolated"]["logged" if logged else "plain"] for w in workers]
+            floor = run["floor_logged" if logged else "floor"]
+            compute_max, compute_sum = max(iso), sum(iso)
+            cores = os.cpu_count() or 1
+            rows.append({"round": run["round_seconds_median"], "floor": floor, "compute_max": compute_max,
+                         "compute_sum": compute_sum, "compute_in_run_cpu": float(np.median([w["compute_cpu"]
+                                                                                            for w in workers])),
+                         "model": floor + compute_max, "model_shared": floor + max(compute_max, compute_sum / cores),
+                         "bits": run["bits_up_per_worker_round"], "coords": run["coords_up_per_worker_round"]})
+        med = {key: float(np.median([r[key] for r in rows])) for key in rows[0] if key not in ("bits", "coords")}
+        med["overhead"] = float(np.median([r["round"] / r["model"] - 1 for r in rows]))
+        med["overhead_shared"] = float(np.median([r["round"] / r["model_shared"] - 1 for r in rows]))
+        med["bits"], med["coords"] = rows[0]["bits"], rows[0]["coords"]
+        out[mode] = med
+    return out
+
+
+def part_scale(opts, workdir: Path) -> list[dict]:
+    """Part 4: per ``d``, a synthetic file, then serial and MPI runs for ``k = 1`` and ``k = d/1000``.
+
+    Start-up is what a user waits for before round 0 of ``ef21-mpi run``: the run's whole duration minus
+    its round loop (the log's last ``wall_time``), i.e. load, sharding, every ``L_i`` and ``L``, workers, log.
+    """
+    from . import synth
+    from .registry import load
+
+    results = []
+    for d in opts.scale_dims:
+        path = workdir / f"synth-r{opts.scale_rows}-d{d}-z{opts.scale_nnz}-n{N_WORKERS}.svm"
+        started = time.perf_counter()
+        if not path.exists():
+            synth.write(synth.generate(opts.scale_rows, d, opts.scale_nnz, N_WORKERS, seed=0), path)
+        generated = time.perf_counter() - started
+        started = time.perf_counter()
+        nnz = int(load(str(path), None).A.nnz)
+        loaded = time.perf_counter() - started
+        ks = sorted({1, max(d // 1000, 1)})
+        runs = []
+        for k in ks:
+            serial = serial_run(run_args(str(path), workdir / f"scale-serial-{d}-{k}.h5", opts.scale_rounds,
+                                         opts.scale_log_every, k))
+            runs.append({"k": k, "serial": serial, "startup_s": serial["total_s"] - serial["loop_s"]})
+        mpi_runs = [{"k": k, "rounds": opts.scale_rounds, "log_every": opts.scale_log_every} for k in ks]
+        if d == opts.trace_dim:
+            mpi_runs.append({"k": 1, "rounds": 3, "log_every": 1, "trace": True})
+        report = launch_mpi({"dataset": str(path), "dim": d, "floor_rounds": max(opts.scale_rounds, 5),
+                             "runs": mpi_runs, "isolated_repeats": 5}, opts.scale_ranks, opts.mpiexec,
+                            opts.timeout, workdir)
+        for r, mpi in zip(runs, report["runs"]):
+            ranks = mpi["ranks"]
+            results.append({
+                "d": d, "k": r["k"], "rows": opts.scale_rows, "nnz": nnz, "generate_s": generated, "load_s": loaded,
+                "startup_s": r["startup_s"], "serial_round": r["serial"]["round_seconds"],
+                "mpi_round": mpi["round_seconds_median"], "mpi_floor": mpi.get("floor"),
+                "rss_master_mb": ranks[0]["maxrss_mb"], "rss_worker_mb": max(x["maxrss_mb"] for x in ranks[1:]),
+                "bits": mpi["bits_up_per_worker_round"], "coords": mpi["coords_up_per_worker_round"],
+                "serial_bits": r["serial"]["bits_up_per_worker_round"], "expected_bits": r["k"] * BITS_PER_ENTRY,
+            })
+        for mpi in report["runs"][len(ks):]:
+            results.append({"d": d, "trace": [{"rank": x["rank"], "traced_peak_mb": x["traced_peak_mb"],
+                                               "large_blocks": x["large_blocks"]} for x in mpi["ranks"]]})
+        print(f"  scale d={d}: start-up {min(r['startup_s'] for r in runs):.1f} s", file=sys.stderr)
+    return results
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f} ms"
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} kB"
+
+
+def _verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def format_report(result: dict) -> str:
+    m = result["machine"]
+    load = " ".join(f"{v:.1f}" for v in m["load_average"])
+    library = result.get("mpi", {}).get("library", "MPI not measured")
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load average {load} at start",
+             f"python {m['python']}, numpy {m['numpy']} ({m['blas']}, threads: {m['blas_threads']}), scipy {m['scipy']}, mpi4py {m['mpi4py']}, {library}",
+             f"command: {result['command']}", ""]
+    row = "{:<62} {:>14} {:>12} {:>10} {:>8}"
+    lines.append(row.format("measurement", "figure", "ratio", "target", "verdict"))
+    lines.append("-" * 110)
+    s = result.get("serial")
+    if s:
+        lines.append(f"[1,2] {result['dataset']}: N={s['N']}, d={s['d']}, nnz={s['nnz']}, n={N_WORKERS} workers, "
+                     f"EF21 Top-1; medians of {s['repeats']} interleaved repeats")
+        lines.append(row.format("compute floor: A x + A^T s, whole data set as one CSR", _ms(s["floor"]), "1.00x", "", ""))
+        lines.append(row.format("serial backend, every round logged", _ms(s["serial_log1"]),
+                                f"{s['serial_log1_over_floor']:.2f}x floor", "<= 1.5x",
+                                _verdict(s["serial_log1_over_floor"] <= 1.5)))
+        lines.append(row.format(f"serial backend, --log-every {result['sparse_log_every']}", _ms(s["serial_sparse"]),
+                                f"{s['serial_sparse_over_floor']:.2f}x floor", "<= 1.5x",
+                                _verdict(s["serial_sparse_over_floor"] <= 1.5)))
+        lines.append(row.format("naive: dense shards, loop over workers, argsort Top-k", _ms(s["naive"]), "", "", ""))
+        lines.append(row.format("  naive / serial (every round logged)", "",
+                                f"{s['naive_over_serial_log1']:.2f}x", ">= 25x", _verdict(s["naive_over_serial_log1"] >= 25)))
+        lines.append(row.format(f"  naive / serial (--log-every {result['sparse_log_every']})", "",
+                                f"{s['naive_over_serial_sparse']:.2f}x", ">= 25x",
+                                _verdict(s["naive_over_serial_sparse"] >= 25)))
+        lines.append(row.format("  dense floor: A_i x + A_i^T s_i on the dense shards", _ms(s["dense_floor"]),
+                                f"{s['dense_floor_over_floor']:.2f}x floor", "", ""))
+        lines.append(row.format("  uplink per worker per round (bits, coordinates)", f"{s['bits']} {s['coords']}",
+                                "", "96 / 1", _verdict(s["bits"] == [96.0] and s["coords"] == [1.0])))
+    p = result.get("mpi")
+    if p:
+        lines.append(f"[3] MPI backend, {p['ranks']} ranks on {m['cores']} cores, {result['dataset']}, EF21 Top-1; "
+                     f"each run preceded by its own floor measurement")
+        for mode, label in (("log1", "every round logged"), ("sparse", f"--log-every {result['sparse_log_every']}")):
+            q = p[mode]
+            floor_name = "Bcast d+1 + Gatherv 12 B/worker" + (" + monitor Gatherv" if mode == "log1" else "")
+            lines.append(row.format(f"communication floor: {floor_name}", _ms(q["floor"]), "", "", ""))
+            lines.append(row.format("  per-rank compute, isolated (max over workers)", _ms(q["compute_max"]),
+                                    "", "", ""))
+            lines.append(row.format("  per-rank compute, isolated, sum over workers", _ms(q["compute_sum"]), "", "", ""))
+            lines.append(row.format("  per-rank compute during the run (CPU time, median)", _ms(q["compute_in_run_cpu"]),
+                                    "", "", ""))
+            lines.append(row.format(f"MPI backend, {label}", _ms(q["round"]),
+                                    f"{q['overhead']:+.0%} vs floor+max", "< +25%", _verdict(q["overhead"] < 0.25)))
+            lines.append(row.format("  against floor + max(max, sum/cores) compute", _ms(q["model_shared"]),
+                                    f"{q['overhead_shared']:+.0%}", "", ""))
+            if s:
+                ratio = s["naive"] / q["round"]
+                lines.append(row.format(f"  naive / MPI ({label})", "", f"{ratio:.2f}x", ">= 8x", _verdict(ratio >= 8)))
+            lines.append(row.format("  uplink per worker per round (bits, coordinates)", f"{q['bits']} {q['coords']}",
+                                    "", "96 / 1", _verdict(q["bits"] == [96.0] and q["coords"] == [1.0])))
+    scale = result.get("scale")
+    if scale:
+        lines += ["", (f"[4] scale: synthetic data, {scale[0]['rows']} rows, n={N_WORKERS}, EF21 Top-k; MPI with "
+                       f"{result['scale_ranks']} ranks; rounds logged every {result['scale_log_every']}")]
+        head = "{:>8} {:>5} {:>9} {:>8} {:>9} {:>11} {:>11} {:>10} {:>9} {:>9} {:>10} {:>7}"
+        lines.append(head.format("d", "k", "nnz", "load s", "startup s", "serial/rnd", "ns/(nnz+nd)", "mpi/rnd",
+                                 "floor", "RSS r0 MB", "RSS wrk MB", "bits"))
+        for r in scale:
+            if "trace" in r:
+                continue
+            per_unit = r["serial_round"] / (r["nnz"] + N_WORKERS * r["d"]) * 1e9
+            bits_ok = r["bits"] == [float(r["expected_bits"])] and r["serial_bits"] == [float(r["expected_bits"])]
+            lines.append(head.format(r["d"], r["k"], r["nnz"], f"{r['load_s']:.1f}", f"{r['startup_s']:.1f}",
+                                     _ms(r["serial_round"]), f"{per_unit:.2f}", _ms(r["mpi_round"]),
+                                     _ms(r["mpi_floor"]), f"{r['rss_master_mb']:.0f}", f"{r['rss_worker_mb']:.0f}",
+                                     f"{r['bits'][0]:.0f}" + ("" if bits_ok else "!")))
+        big = [r for r in scale if "trace" not in r and r["d"] == max(x["d"] for x in scale if "trace" not in x)]
+        if big:
+            worst = max(r["startup_s"] for r in big)
+            lines.append(f"start-up (load + shard + all L_i and L) at d={big[0]['d']}: {worst:.1f} s; target < 60 s "
+                         f"at d=10^6, 200k rows: {_verdict(worst < 60) if big[0]['d'] >= 10**6 else 'not measured'}")
+        for r in scale:
+            if "trace" in r:
+                lines.append(f"live blocks >= 0.9 n d x 8 bytes at d={r['d']} (round 2, tracemalloc):")
+                for rank in r["trace"]:
+                    where = ", ".join(f"{b['where']} {_size(b['bytes'])}" for b in rank["large_blocks"]) or "none"
+                    lines.append(f"  rank {rank['rank']}: traced peak {rank['traced_peak_mb']:.1f} MB; {where}")
+    return "\n".join(lines)
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="ef21-mpi bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="toy sizes everywhere (seconds, for tests)")
+    p.add_argument("--parts", default="serial,mpi,scale", help="comma list of serial, mpi, scale (default all)")
+    p.add_argument("--dataset", default="a9a", help="data set of parts 1-3 (default a9a)")
+    p.add_argument("--data-dir", help="folder holding the data sets (default: $EF21_DATA_DIR, then data/)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each measurement (default 3)")
+    p.add_argument("--rounds", type=int, default=1000, help="serial rounds with every round logged (default 1000)")
+    p.add_argument("--sparse-log-every", type=int, default=100, help="the sparse log interval (default 100)")
+    p.add_argument("--naive-rounds", type=int, default=200, help="rounds of the naive baseline (default 200)")
+    p.add_argument("--floor-reps", type=int, default=300, help="repetitions of the floor products (default 300)")
+    p.add_argument("--ranks", type=int, default=N_WORKERS + 1, help="MPI ranks for part 3 (default 21)")
+    p.add_argument("--mpi-rounds", type=int, default=1000, help="MPI rounds per run and floor (default 1000)")
+    p.add_argument("--scale-dims", default=",".join(str(d) for d in DEFAULT_DIMS), help="dimensions of part 4")
+    p.add_argument("--scale-rows", type=int, default=200_000, help="rows of the synthetic data (default 200000)")
+    p.add_argument("--scale-nnz", type=int, default=20, help="nonzeros per synthetic row (default 20)")
+    p.add_argument("--scale-rounds", type=int, default=20, help="rounds per scale run (default 20)")
+    p.add_argument("--scale-log-every", type=int, default=5, help="log interval of scale runs (default 5)")
+    p.add_argument("--scale-ranks", type=int, default=N_WORKERS + 1, help="MPI ranks for part 4 (default 21)")
+    p.add_argument("--trace-dim", type=int, default=10**5, help="d of the tracemalloc allocation audit (default 1e5)")
+    p.add_argument("--mpiexec", default=find_mpiexec(), help="MPI launcher (default: the one beside python)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per mpiexec launch (default 1800)")
+    p.add_argument("--workdir", help="folder for logs and synthetic data (default: a temporary folder)")
+    p.add_argument("--json", help="also write every figure to this JSON file")
+    return p
+
+
+def apply_quick(opts: argparse.Namespace) -> None:
+    """Toy sizes: every part runs end to end in well under a minute."""
+    opts.repeats, opts.rounds, opts.naive_rounds, opts.floor_reps = 1, 30, 10, 20
+    opts.ranks, opts.mpi_rounds, opts.scale_ranks = 3, 30, 3
+    opts.scale_dims, opts.scale_rows, opts.scale_nnz, opts.scale_rounds, opts.scale_log_every = "100,200", 400, 5, 6, 2
+    opts.trace_dim, opts.sparse_log_every = 200, 5
+
+
+def cmd_bench(opts: argparse.Namespace) -> int:
+    if opts.quick:
+        apply_quick(opts)
+    opts.scale_dims = [int(d) for d in str(opts.scale_dims).split(",") if d]
+    parts = set(opts.parts.split(","))
+    result = {"machine": machine(), "command": " ".join(["ef21-mpi bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"]
+              else " ".join(sys.argv), "dataset": opts.dataset, "sparse_log_every": opts.sparse_log_every,
+              "scale_ranks": opts.scale_ranks, "scale_log_every": opts.scale_log_every}
+    with tempfile.TemporaryDirectory(prefix="ef21-bench-") as tmp:
+        workdir = Path(opts.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if "serial" in parts:
+            print("part 1-2: serial backend, compute floor, naive baseline", file=sys.stderr)
+            result["serial"] = part_serial_and_naive(opts, workdir)
+        if "mpi" in parts:
+            from .registry import load
+
+            print(f"part 3: MPI backend, {opts.ranks} ranks", file=sys.stderr)
+            result["mpi"] = part_mpi(opts, workdir, load(opts.dataset, opts.data_dir).d)
+        if "scale" in parts:
+            print("part 4: scale", file=sys.stderr)
+            result["scale"] = part_scale(opts, workdir)
+    print(format_report(result))
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``ef21-mpi bench``, and ``ef21-mpi data synth`` (whose data the bench's scale part uses)."""
+    from .synth import register as register_synth
+
+    p = sub.add_parser("bench", help="time per round against this machine's limits, in one table",
+                       description=__doc__.split("\n\n")[0])
+    build_parser(p)
+    p.set_defaults(handler=cmd_bench)
+    register_synth(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cmd_bench(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

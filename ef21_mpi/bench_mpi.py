@@ -1,0 +1,288 @@
+"""The MPI side of ``ef21-mpi bench``: one ``mpiexec`` launch measures the communication floor, then real runs.
+
+Launched by `ef21_mpi.bench` as ``mpiexec -n N python -m mpi4py -m ef21_mpi.bench_mpi --spec FILE`` (``-m mpi4py``
+turns an exception on any rank into an abort instead of a hang). In that one launch:
+
+1. **Communication floor**, measured just before each run: the round pattern of the MPI backend with no computation — ``Bcast`` of
+   ``d + 1`` doubles from rank 0, then ``Gatherv`` of every worker's ``12 k``-byte message into 8-byte
+   aligned slots — timed on rank 0 round by round; then the same with the monitoring ``Gatherv``
+   (``d + 2`` doubles per worker) that logged rounds add.
+2. **Real runs**: ``ef21-mpi run`` exactly as a user launches it (`ef21_mpi.cli.main` on every rank). The
+   class method ``Worker.round`` is wrapped to time each worker's computation (wall and CPU seconds);
+   the per-round time comes from the log's ``wall_time``.
+3. **Isolated compute**: after a run, each worker in turn repeats its last round while every other rank
+   sleeps, which is what one round of that worker costs on an otherwise idle core.
+4. Optionally (``"trace": true``) the run is repeated for a few rounds under ``tracemalloc`` on every rank,
+   listing the live numpy blocks at least as large as an ``n x d`` float64 array.
+
+Rank 0 writes everything to the JSON file named in the spec. Nothing here is used by a normal run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from . import worker as worker_module
+from .cli import main as cli_main
+from .runlog import RunLog
+
+INDEX_BYTES, VALUE_BYTES = 4, 8
+
+
+def _quiet_barrier(comm, poll: float = 0.0005) -> None:
+    """A barrier that sleeps instead of busy-polling a core that another rank needs."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll)
+
+
+def communication_floor(comm, d: int, k: int, rounds: int, warmup: int, monitored: bool) -> list[float]:
+    """Seconds per round on rank 0 of ``Bcast(d + 1)`` + ``Gatherv(12 k bytes per worker)`` (+ monitor ``Gatherv``)."""
+    from mpi4py import MPI
+
+    n = comm.Get_size() - 1
+    rank = comm.Get_rank()
+    nbytes = k * (VALUE_BYTES + INDEX_BYTES)
+    slot = (nbytes + 7) // 8 * 8
+    xbuf = np.zeros(d + 1)
+    monitor = np.zeros(d + 2)
+    if rank == 0:
+        recv = np.zeros(max(n * slot, 1), dtype=np.uint8)
+        layout = [recv, [0] + [nbytes] * n, [0] + [i * slot for i in range(n)], MPI.BYTE]
+        monitors = np.zeros((n, d + 2))
+        mon_layout = [monitors, [0] + [d + 2] * n, [0] + [i * (d + 2) for i in range(n)], MPI.DOUBLE]
+        empty_bytes, empty_doubles = np.zeros(0, dtype=np.uint8), np.zeros(0)
+    else:
+        send = np.zeros(nbytes, dtype=np.uint8)
+    times = []
+    _quiet_barrier(comm)
+    for t in range(warmup + rounds):
+        started = time.perf_counter()
+        comm.Bcast(xbuf, root=0)
+        if rank == 0:
+            comm.Gatherv(empty_bytes, layout, root=0)
+            if monitored:
+                comm.Gatherv(empty_doubles, mon_layout, root=0)
+        else:
+            comm.Gatherv(send, None, root=0)
+            if monitored:
+                comm.Gatherv(monitor, None, root=0)
+        if t >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+class WorkerTimer:
+    """Wraps ``Worker.round`` (a class attribute, so every worker the backend builds is timed)."""
+
+    def __init__(self):
+        self.calls: list[tuple[int, float, float]] = []  # (t, wall seconds, CPU seconds)
+        self.worker = None
+        self.last_x = None
+        self.snapshot_at: int | None = None
+        self.snapshot = None
+        self._original = worker_module.Worker.round
+
+    def install(self) -> None:
+        original = self._original
+
+        def timed_round(worker, x, t, *args, **kwargs):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            message = original(worker, x, t, *args, **kwargs)
+            self.calls.append((t, time.perf_counter() - wall, time.thread_time() - cpu))
+            self.worker, self.last_x = worker, x
+            if self.snapshot_at is not None and t == self.snapshot_at and tracemalloc.is_tracing():
+                self.snapshot = tracemalloc.take_snapshot()
+            return message
+
+        worker_module.Worker.round = timed_round
+
+    def uninstall(self) -> None:
+        worker_module.Worker.round = self._original
+
+    def reset(self) -> None:
+        self.calls, self.worker, self.last_x, self.snapshot = [], None, None, None
+
+    def median(self, column: int) -> float | None:
+        values = [c[column] for c in self.calls if c[0] >= 1]
+        return float(np.median(values)) if values else None
+
+
+class MasterSnapshot:
+    """On rank 0: a ``tracemalloc`` snapshot when the log appends the row of round ``at``."""
+
+    def __init__(self, at: int):
+        self.at = at
+        self.snapshot = None
+        self._original = RunLog.append
+
+    def install(self) -> None:
+        original = self._original
+
+        def append(log, t, *args, **kwargs):
+            original(log, t, *args, **kwargs)
+            if t == self.at and tracemalloc.is_tracing():
+                self.snapshot = tracemalloc.take_snapshot()
+
+        RunLog.append = append
+
+    def uninstall(self) -> None:
+        RunLog.append = self._original
+
+
+def large_blocks(snapshot, threshold: int) -> list[dict]:
+    """Live blocks of at least ``threshold`` bytes, each with the innermost ef21_mpi line that allocated it."""
+    if snapshot is None:
+        return []
+    found = []
+    for trace in snapshot.traces:
+        if trace.size < threshold:
+            continue
+        frames = list(trace.traceback)  # oldest first
+        ours = [f for f in frames if "ef21_mpi" in f.filename and "bench" not in Path(f.filename).name]
+        frame = ours[-1] if ours else frames[-1]
+        found.append({"bytes": int(trace.size), "where": f"{Path(frame.filename).name}:{frame.lineno}"})
+    return sorted(found, key=lambda b: -b["bytes"])
+
+
+def isolated_compute(comm, timer: WorkerTimer, repeats: int) -> dict | None:
+    """Each worker in turn repeats its round (plain, then logged) while the others sleep; median seconds."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    result = None
+    for turn in range(1, size):
+        _quiet_barrier(comm, poll=0.01)  # the waiting ranks wake rarely, so the measured one has a core
+        if rank == turn and timer.worker is not None and timer.last_x is not None:
+            x = np.array(timer.last_x, copy=True)
+            result = {}
+            for name, monitor in (("plain", None), ("logged", np.zeros(x.shape[0] + 2))):
+                times = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    timer._original(timer.worker, x, 1, monitor)
+                    times.append(time.perf_counter() - started)
+                result[name] = float(np.median(times))
+    _quiet_barrier(comm, poll=0.01)
+    return result
+
+
+def run_args(spec: dict, run: dict, out: Path) -> list[str]:
+    args = ["run", "--dataset", spec["dataset"], "--out", str(out), "--overwrite", "--quiet",
+            "--algorithm", run.get("algorithm", "ef21"), "--compressor", "top-k", "--k", str(run["k"]),
+            "--rounds", str(run["rounds"]), "--log-every", str(run["log_every"])]
+    if spec.get("data_dir"):
+        args += ["--data-dir", spec["data_dir"]]
+    return args
+
+
+def read_run_log(path: Path, n: int) -> dict:
+    """Per-round time (median of wall_time steps, rounds >= 1) and uplink per worker per round from the log."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        rounds, wall = f["round"][()], f["wall_time"][()]
+        bits_up, coords_up = f["bits_up"][()], f["coords_up"][()]
+        status = str(f.attrs.get("status", ""))
+        gamma = float(f.attrs.get("gamma", float("nan")))
+    steps = np.diff(rounds)  # row r >= 1 covers rounds (round[r-1], round[r]]; row 0 is the initialisation
+    per_round = np.diff(wall) / steps
+    spent = max(int(rounds[-1] - rounds[0]), 1)
+    return {
+        "status": status,
+        "gamma": gamma,
+        "rows": int(rounds.size),
+        "round_seconds_median": float(np.median(per_round)) if per_round.size else None,
+        "round_seconds_all": per_round.tolist(),
+        "bits_up_per_worker_round": sorted(set((bits_up[1:].sum(axis=0) / spent).tolist())),
+        "coords_up_per_worker_round": sorted(set((coords_up[1:].sum(axis=0) / spent).tolist())),
+        "n": n,
+    }
+
+
+def real_run(comm, spec: dict, run: dict, index: int, timer: WorkerTimer) -> dict:
+    """One ``ef21-mpi run`` on every rank, timed; rank 0 returns the measurements."""
+    rank, n = comm.Get_rank(), comm.Get_size() - 1
+    out = Path(spec["workdir"]) / f"mpi-run-{index}.h5"
+    trace = bool(run.get("trace"))
+    timer.reset()
+    master_snapshot = MasterSnapshot(at=2)
+    if trace:
+        timer.snapshot_at = 2
+        master_snapshot.install()
+        tracemalloc.start(25)
+    _quiet_barrier(comm)
+    started = time.perf_counter()
+    rc = cli_main(run_args(spec, run, out))
+    total = time.perf_counter() - started
+    peak_traced = tracemalloc.get_traced_memory()[1] if trace else None
+    if trace:
+        tracemalloc.stop()
+        master_snapshot.uninstall()
+        timer.snapshot_at = None
+    d = spec["dim"]
+    threshold = int(0.9 * n * d * 8)
+    snapshot = master_snapshot.snapshot if rank == 0 else timer.snapshot
+    mine = {
+        "rank": rank,
+        "rc": rc,
+        "compute_wall": timer.median(1),
+        "compute_cpu": timer.median(2),
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "traced_peak_mb": peak_traced / 2**20 if peak_traced is not None else None,
+        "large_blocks": large_blocks(snapshot, threshold) if trace else None,
+    }
+    if not trace:
+        mine["compute_isolated"] = isolated_compute(comm, timer, spec.get("isolated_repeats", 50))
+    everyone = comm.gather(mine, root=0)
+    if rank != 0:
+        return {}
+    result = {"run": run, "seconds_total": total, "ranks": everyone}
+    if all(r["rc"] == 0 for r in everyone) and out.exists():
+        result.update(read_run_log(out, n))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="MPI side of ef21-mpi bench (see the module docstring)")
+    parser.add_argument("--spec", required=True, help="JSON file: dataset, dim, k, floor_rounds, runs, workdir, out")
+    args = parser.parse_args(argv)
+    spec = json.loads(Path(args.spec).read_text())
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    report = {"library": MPI.Get_library_version().splitlines()[0].strip(), "ranks": comm.Get_size(),
+              "mpi4py": __import__("mpi4py").__version__}
+    timer = WorkerTimer()
+    timer.install()
+    runs = []
+    try:
+        for i, run in enumerate(spec["runs"]):
+            floors = {}
+            if spec.get("floor_rounds") and not run.get("trace"):
+                for name, monitored in (("floor", False), ("floor_logged", True)):
+                    times = communication_floor(comm, spec["dim"], run["k"], spec["floor_rounds"],
+                                                spec.get("warmup", 20), monitored)
+                    floors[name] = float(np.median(times))
+            result = real_run(comm, spec, run, i, timer)
+            if rank == 0:
+                result.update(floors)
+                runs.append(result)
+    finally:
+        timer.uninstall()
+    if rank == 0:
+        report["runs"] = runs
+        Path(spec["out"]).write_text(json.dumps(report))
+    _quiet_barrier(comm)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""``ef21-mpi inspect``: what a run log says, as a readable block, a comparison table, or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .results import load_run, summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summarise one run log, or compare several",
+                       description="Summarise run logs (also while a run is still writing its log). One file: "
+                                   "a readable block; several: a comparison table.")
+    p.add_argument("logs", nargs="+", metavar="RUN.h5", help="HDF5 run log(s)")
+    p.add_argument("--tol", type=float, help="report the first round with grad_norm_sq <= TOL "
+                   "(default: the run's own --tol, if positive)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of the summaries")
+    p.set_defaults(handler=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    summaries = [summary(load_run(path), tol=args.tol) for path in args.logs]
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    elif len(summaries) == 1:
+        print(format_block(summaries[0]))
+    else:
+        print(format_table(summaries))
+    return 0
+
+
+def _g(value: float | None, spec: str = ".3e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _bits(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def format_block(s: dict) -> str:
+    """One run, one field per line."""
+    rounds = f"{s['rounds_done']}" + (f"/{s['rounds_requested']}" if s["rounds_requested"] is not None else "")
+    stepsize = (f"gamma = {_g(s['gamma'], '.6g')} (absolute; gamma_theory = {_g(s['gamma_theory'], '.6g')})"
+                if s["stepsize_override"] else
+                f"gamma = {_g(s['gamma'], '.6g')} = {_g(s['multiplier'], '.3g')} x gamma_theory "
+                f"({_g(s['gamma_theory'], '.6g')})")
+    lines = [
+        s["file"],
+        f"  method         {s['method']}, {s['compressor']} (k = {s['k']})",
+        f"  data set       {s['dataset']}, n = {s['n']} workers, d = {s['d']}",
+        f"  stepsize       {stepsize}",
+        f"  status         {s['status']} after {rounds} rounds ({s['rows']} rows logged)",
+        (f"  grad_norm_sq   first {_g(s['grad_norm_sq_first'])}, last {_g(s['grad_norm_sq_last'])}, "
+         f"best {_g(s['grad_norm_sq_best'])} (round {s['best_round']})"),
+    ]
+    if s["tol"] is not None:
+        reached = (f"round {s['tol_round']}, bits/n {_bits(s['tol_bits_paper'])} (paper) / "
+                   f"{_bits(s['tol_bits_wire'])} (wire)" if s["tol_round"] is not None else "not reached")
+        lines.append(f"  <= tol {s['tol']:.0e}   {reached}")
+    lines += [
+        (f"  bits/n         {_bits(s['bits_paper'])} paper (32 bits/coordinate, initialisation not counted); "
+         f"{_bits(s['bits_wire'])} wire (initialisation included)"),
+        (f"  time           {_g(s['wall_time'], '.2f')} s in the round loop, "
+         f"{_g(s['rounds_per_second'], ',.0f')} rounds/s"),
+    ]
+    return "\n".join(lines)
+
+
+def format_table(summaries: list[dict]) -> str:
+    """Several runs, one row each; bits/n in the paper's convention."""
+    tols = {s["tol"] for s in summaries}
+    tol_head = f"round@{tols.pop():.0e}" if len(tols) == 1 and None not in tols else "round@tol"
+    header = ["run", "data set", "status", "rounds", "last g^2", "best g^2", tol_head, "bits/n@tol",
+              "bits/n", "wall s"]
+    rows = [[s["label"], str(s["dataset"]), s["status"], str(s["rounds_done"]), _g(s["grad_norm_sq_last"]),
+             _g(s["grad_norm_sq_best"]), "-" if s["tol_round"] is None else str(s["tol_round"]),
+             _bits(s["tol_bits_paper"]), _bits(s["bits_paper"]), _g(s["wall_time"], ".1f")] for s in summaries]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("bits/n: paper convention (32 bits per sent coordinate, initialisation not counted)")
+    return "\n".join(lines)

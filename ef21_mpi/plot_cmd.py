@@ -1,0 +1,164 @@
+"""``ef21-mpi plot``: convergence curves from run logs, paper-like by default (x = bits/n, y = ||grad f||^2)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .results import Run, bits_per_worker, label, load_run, method_name, multiplier, stepsize_label
+
+Y_CHOICES = ("grad_norm_sq", "loss", "distortion")
+X_CHOICES = ("bits", "rounds", "time")
+PANEL_CHOICES = ("dataset", "multiplier", "none")
+FORMATS = (".png", ".pdf", ".svg")
+PANEL_SIZE = (4.8, 3.6)  # inches per panel
+DPI = 100
+MAX_COLUMNS = 3
+
+Y_LABELS = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "distortion": r"$G^t$"}
+X_LABELS = {
+    ("bits", "paper"): "bits/n (32 bits per coordinate, init. excluded)",
+    ("bits", "wire"): "bits/n (wire bits, init. included)",
+    ("rounds", None): "communication rounds",
+    ("time", None): "wall time (s)",
+}
+# the paper's colours are not specified; keep each method's colour fixed across panels and figures
+METHOD_COLORS = {"EF21": "C0", "EF21+": "C1", "EF": "C2", "GD": "C3", "DCGD": "C4", "EF21-SGD": "C5"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="plot convergence curves of run logs",
+                       description="Plot run logs, one line per run, log-scale y. Defaults follow the paper: "
+                                   "x = bits/n (32 bits per coordinate, initialisation not counted), "
+                                   "y = ||grad f(x^t)||^2.")
+    p.add_argument("logs", nargs="+", metavar="RUN.h5", help="HDF5 run log(s)")
+    p.add_argument("-o", "--output", required=True, metavar="FIG", help="figure file (.png, .pdf or .svg)")
+    p.add_argument("--y", default="grad_norm_sq", choices=Y_CHOICES, help="quantity on the y axis")
+    p.add_argument("--x", default="bits", choices=X_CHOICES, help="bits/n, communication rounds or wall time")
+    p.add_argument("--bits", default="paper", choices=("paper", "wire"),
+                   help="bits/n convention: paper (32 bits/coordinate, no initialisation) or wire")
+    p.add_argument("--title", help="title over the whole figure")
+    p.add_argument("--panels-by", default="dataset", choices=PANEL_CHOICES,
+                   help="one panel per data set (default), per stepsize multiplier, or a single panel")
+    p.set_defaults(handler=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    check_output(output)
+    runs = [load_run(path) for path in args.logs]
+    fig = make_figure(runs, y=args.y, x=args.x, bits=args.bits, title=args.title, panels_by=args.panels_by)
+    save(fig, output)
+    print(f"wrote {output} ({len(fig.axes)} panel{'s' if len(fig.axes) != 1 else ''}, {len(runs)} runs)")
+    return 0
+
+
+def check_output(output: Path) -> None:
+    if output.suffix.lower() not in FORMATS:
+        raise InputError(f"-o {output}: unknown figure format; use one of {', '.join(FORMATS)}")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"-o {output}: folder {folder} does not exist")
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError("plotting needs matplotlib: pip install 'ef21-mpi[plot]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def panel_key(run: Run, panels_by: str) -> tuple[float | str, str]:
+    """(sort key, title) of the panel a run belongs to."""
+    if panels_by == "dataset":
+        name = str(run.attrs.get("dataset", "?"))
+        return name, name
+    if panels_by == "multiplier":
+        if bool(run.attrs.get("stepsize_override", False)):
+            return float(run.attrs["gamma"]) * 1e12, stepsize_label(run)  # absolute stepsizes after multiples
+        m = multiplier(run)
+        return round(m, 6), f"stepsize {stepsize_label(run)}"
+    return "", ""
+
+
+def group_panels(runs: list[Run], panels_by: str) -> list[tuple[str, list[Run]]]:
+    """Runs grouped into panels: data sets in order of appearance, multipliers in increasing order."""
+    groups: dict = {}
+    titles: dict = {}
+    for run in runs:
+        key, title = panel_key(run, panels_by)
+        groups.setdefault(key, []).append(run)
+        titles[key] = title
+    keys = sorted(groups) if panels_by == "multiplier" else list(groups)
+    return [(titles[k], groups[k]) for k in keys]
+
+
+def x_values(run: Run, x: str, bits: str) -> np.ndarray:
+    if x == "bits":
+        return bits_per_worker(run, bits)
+    if x == "rounds":
+        return run.round.astype(np.float64)
+    return run.wall_time
+
+
+def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bits: str = "paper",
+                title: str | None = None, panels_by: str = "dataset"):
+    """A matplotlib Figure (not yet saved) with one axes per panel."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    panels = group_panels(runs, panels_by)
+    ncols = 2 if len(panels) == 4 else min(len(panels), MAX_COLUMNS)
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + (0.4 if title else 0.0)), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    omit = ("stepsize",) if panels_by == "multiplier" else ()
+    with_dataset = panels_by != "dataset" and len({r.attrs.get("dataset") for r in runs}) > 1
+    one_per_method = all(len({method_name(r) for r in group}) == len(group) for _, group in panels)
+    colors = _colors(runs, omit, with_dataset, one_per_method)
+    for ax, (panel_title, group) in zip(axes.flat, panels):
+        for run in group:
+            values = run.series(y).astype(np.float64)
+            keep = np.isfinite(values) & (values > 0)
+            if not keep.any():
+                print(f"ef21-mpi plot: {run.path}: no positive finite {y} values to plot", file=sys.stderr)
+                continue
+            text = label(run, omit, with_dataset) + ("" if run.status != "diverged" else " (diverged)")
+            key = method_name(run) if one_per_method else label(run, omit, with_dataset)
+            ax.plot(x_values(run, x, bits)[keep], values[keep], label=text, color=colors[key], linewidth=1.4)
+        ax.set_yscale("log")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        ax.set_xlabel(X_LABELS[(x, bits if x == "bits" else None)])
+        ax.set_ylabel(Y_LABELS[y])
+        if panel_title:
+            ax.set_title(panel_title)
+        ax.grid(True, which="major", alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(panels):]:
+        fig.delaxes(ax)
+    if title:
+        fig.suptitle(title)
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height) if title else None)  # keep the title clear of the panels
+    return fig
+
+
+def _colors(runs: list[Run], omit: tuple[str, ...], with_dataset: bool, one_per_method: bool) -> dict[str, str]:
+    """Fixed colours per method when each panel shows each method once, else one colour per label."""
+    if one_per_method:
+        names = [method_name(r) for r in runs]
+        spare = iter(f"C{i}" for i in range(6, 10))
+        return {name: METHOD_COLORS.get(name) or next(spare, "k") for name in names}
+    labels = list(dict.fromkeys(label(r, omit, with_dataset) for r in runs))
+    return {text: f"C{i % 10}" for i, text in enumerate(labels)}
+
+
+def save(fig, output: Path) -> None:
+    fig.savefig(output, dpi=DPI)

@@ -1,0 +1,353 @@
+"""``ef21-mpi sweep``: run a grid of configurations, one log each, resumable.
+
+Each configuration is one ``ef21-mpi run`` in a subprocess (serial backend, or under a launcher such as
+``mpiexec -n {n+1}``) writing a log with a predictable name, so a sweep that is stopped and started again
+skips every configuration whose log already holds a final status and reruns the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .methods import METHODS
+from .registry import REGISTRY
+from .results import BITS_PER_COORDINATE, FINAL_STATUSES, load_run
+
+GRID_KEYS = ("datasets", "algorithms", "multipliers", "k", "rounds", "tol", "bits_budget", "log_every", "workers")
+DEFAULTS = {"algorithms": ["ef", "ef21", "ef21-plus"], "multipliers": [1.0], "k": [1], "tol": 0.0,
+            "log_every": 1, "workers": 20}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run of the grid: what ``ef21-mpi run`` is told, and the name of its log."""
+
+    dataset: str
+    algorithm: str
+    k: int | None  # None: the data set's d (GD on an unregistered file)
+    multiplier: float
+    rounds: int
+    tol: float = 0.0
+    log_every: int = 1
+    workers: int = 20
+    compressor: str = "top-k"
+
+    @property
+    def name(self) -> str:
+        """``a9a__ef21__top-1__x4.h5``; GD, which ignores k, is ``a9a__gd__x4.h5``."""
+        stem = Path(self.dataset).name.split(".")[0] if self.dataset not in REGISTRY else self.dataset
+        parts = [stem, self.algorithm]
+        if self.algorithm != "gd":
+            parts.append(f"{self.compressor[:-2]}-{self.k}")
+        parts.append(f"x{self.multiplier:g}")
+        return "__".join(parts) + ".h5"
+
+    def run_args(self, out: Path, data_dir: str | None) -> list[str]:
+        """Arguments of ``ef21-mpi run`` (after ``run``), without the backend."""
+        args = ["--dataset", self.dataset, "--algorithm", self.algorithm, "--stepsize-multiplier",
+                repr(float(self.multiplier)), "--rounds", str(self.rounds), "--tol", repr(float(self.tol)),
+                "--log-every", str(self.log_every), "--out", str(out), "--overwrite", "--quiet"]
+        if self.algorithm != "gd":
+            args += ["--compressor", self.compressor, "--k", str(self.k)]
+        if data_dir:
+            args += ["--data-dir", str(data_dir)]
+        return args
+
+    def matches(self, attrs: dict) -> bool:
+        """Does an existing log's configuration equal this one in everything the file name does not show?"""
+        return (int(attrs.get("rounds_requested", -1)) == self.rounds
+                and math.isclose(float(attrs.get("tol", -1.0)), self.tol, rel_tol=1e-12, abs_tol=0.0)
+                and int(attrs.get("log_every", 1)) == self.log_every
+                and int(attrs.get("n_workers", -1)) == self.workers)
+
+
+def dimension(dataset: str) -> int | None:
+    info = REGISTRY.get(dataset)
+    return info.d if info else None
+
+
+def expand_grid(datasets: list[str], algorithms: list[str], multipliers: list[float], ks: list[int],
+                rounds: int | None = None, *, tol: float = 0.0, bits_budget: float | None = None,
+                log_every: int = 1, workers: int = 20) -> list[Config]:
+    """Every (data set, algorithm, k, multiplier), in that nesting order; GD gets one k (= d).
+
+    ``bits_budget`` caps each configuration's rounds at ``ceil(bits_budget / (32 k))`` so that every k
+    gets the same paper bits/n budget; ``rounds`` (if also given) caps it further.
+    """
+    if rounds is None and bits_budget is None:
+        raise InputError("give --rounds, --bits-budget, or both")
+    configs: list[Config] = []
+    for dataset in datasets:
+        d = dimension(dataset)
+        for algorithm in algorithms:
+            algorithm_ks = [d] if algorithm == "gd" else list(dict.fromkeys(ks))
+            for k in algorithm_ks:
+                for m in dict.fromkeys(float(m) for m in multipliers):
+                    configs.append(Config(dataset, algorithm, k, m, _rounds(rounds, bits_budget, k),
+                                          tol, log_every, workers))
+    return configs
+
+
+def _rounds(rounds: int | None, bits_budget: float | None, k: int | None) -> int:
+    if bits_budget is None or k is None:
+        if rounds is None:
+            raise InputError("--bits-budget needs the data set's d for GD; give --rounds for unregistered files")
+        return rounds
+    by_budget = math.ceil(bits_budget / (BITS_PER_COORDINATE * k))
+    return by_budget if rounds is None else min(rounds, by_budget)
+
+
+# -- running -----------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    config: Config
+    status: str  # a log status, "failed" when the run left no usable log, or "skipped:<status>"
+    seconds: float = 0.0
+    message: str = ""
+    rounds_done: int | None = None
+    grad_norm_sq: float | None = None
+
+
+def log_state(path: Path, config: Config) -> str:
+    """``missing``, ``unreadable``, ``changed`` (final log of another configuration) or the log's status."""
+    if not path.exists():
+        return "missing"
+    try:
+        run = load_run(path)
+    except InputError:
+        return "unreadable"
+    if run.status in FINAL_STATUSES and not config.matches(run.attrs):
+        return "changed"
+    return run.status
+
+
+def command(config: Config, out: Path, data_dir: str | None, launcher: str | None) -> list[str]:
+    run = [sys.executable, "-m", "ef21_mpi", "run", *config.run_args(out, data_dir)]
+    if launcher is None:
+        return run + ["--backend", "serial", "--workers", str(config.workers)]
+    prefix = shlex.split(launcher.format(**{"n": config.workers, "n+1": config.workers + 1}))
+    return prefix + run + ["--backend", "mpi"]
+
+
+def run_config(config: Config, out_dir: Path, data_dir: str | None = None, launcher: str | None = None) -> Result:
+    """Run one configuration to the end and report the status its log ends with."""
+    out = out_dir / config.name
+    started = time.monotonic()
+    proc = subprocess.run(command(config, out, data_dir, launcher), capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    try:
+        run = load_run(out)
+    except InputError:
+        return Result(config, "failed", seconds, message or f"exit code {proc.returncode}, no log written")
+    status = run.status if run.status in FINAL_STATUSES else ("interrupted" if proc.returncode == 130 else "failed")
+    rounds_done = int(run.attrs.get("rounds_done", run.round[-1] if run.rows else 0))
+    last = float(run.grad_norm_sq[-1]) if run.rows else None
+    return Result(config, status, seconds, message if status != "completed" else "", rounds_done, last)
+
+
+def describe(result: Result) -> str:
+    if result.status.startswith("skipped:"):
+        return f"{result.config.name}: skipped, log exists ({result.status.split(':', 1)[1]})"
+    text = f"{result.config.name}: {result.status} in {result.seconds:.1f} s"
+    if result.rounds_done is not None:
+        text += f", {result.rounds_done} rounds"
+    if result.grad_norm_sq is not None:
+        text += f", grad_norm_sq {result.grad_norm_sq:.3e}"
+    if result.status in ("failed", "interrupted") and result.message:
+        text += f" -- {result.message}"
+    return text
+
+
+def run_sweep(configs: list[Config], out_dir: Path, *, jobs: int | None = None, data_dir: str | None = None,
+              launcher: str | None = None, out=None) -> list[Result]:
+    """Run every configuration without a final log (``jobs`` at a time); print a line per run."""
+    out = out or sys.stdout
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = jobs or os.cpu_count() or 1
+    results: list[Result] = []
+    todo: list[Config] = []
+    for config in configs:
+        state = log_state(out_dir / config.name, config)
+        if state in FINAL_STATUSES:
+            results.append(Result(config, f"skipped:{state}"))
+        else:
+            todo.append(config)
+    total = len(configs)
+    print(f"sweep: {total} configurations in {out_dir}: {len(results)} done already, {len(todo)} to run, "
+          f"{jobs} at a time", file=out, flush=True)
+    for result in results:
+        print(f"[{len(results)}/{total}] {describe(result)}", file=out, flush=True)
+    lock = threading.Lock()
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(run_config, c, out_dir, data_dir, launcher) for c in todo]
+        for future in as_completed(futures):
+            result = future.result()
+            with lock:
+                results.append(result)
+                elapsed = time.monotonic() - started
+                print(f"[{len(results)}/{total}] {describe(result)}  (sweep {elapsed:.0f} s)", file=out, flush=True)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    counts = Counter("skipped" if r.status.startswith("skipped:") else r.status for r in results)
+    print(f"sweep: finished in {time.monotonic() - started:.0f} s: "
+          + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)), file=out, flush=True)
+    order = {c: i for i, c in enumerate(configs)}
+    return sorted(results, key=lambda r: order[r.config])
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a grid of configurations (resumable), one log each",
+                       description="Expand a grid (data sets x algorithms x k x multipliers) and run each "
+                                   "configuration as its own `ef21-mpi run`, skipping those whose log already "
+                                   "ends with status completed, converged or diverged. Exits non-zero only if "
+                                   "a run failed (diverged is a result).")
+    p.add_argument("--out-dir", required=True, help="folder for the logs (created if missing)")
+    p.add_argument("--grid", help="JSON file with any of the keys " + ", ".join(GRID_KEYS)
+                   + " (lists where the flag takes a list); flags given on the command line win")
+    p.add_argument("--datasets", help="comma-separated data sets (registry names or LibSVM files)")
+    p.add_argument("--algorithms", help="comma-separated, from " + ", ".join(METHODS) + " (default ef,ef21,ef21-plus)")
+    p.add_argument("--multipliers", help="comma-separated stepsize multipliers (default 1)")
+    p.add_argument("--k", help="comma-separated Top-k k values (default 1; GD ignores k and uses d)")
+    p.add_argument("--rounds", type=int, help="rounds per configuration")
+    p.add_argument("--bits-budget", type=float, help="give every configuration the same paper bits/n: rounds "
+                   "= ceil(B / (32 k)), capped by --rounds if also given")
+    p.add_argument("--tol", type=float, help="stop a run once grad_norm_sq < TOL (default 0: never)")
+    p.add_argument("--log-every", type=int, help="log every K-th round (default 1)")
+    p.add_argument("--workers", type=int, help="number of workers n (default 20)")
+    p.add_argument("--data-dir", help="folder holding the data sets (passed to each run)")
+    p.add_argument("--jobs", type=int, help="runs at a time (default: number of cores)")
+    p.add_argument("--launcher", help="command template to run each configuration under, e.g. "
+                   "'mpiexec -n {n+1}' ({n} = workers); default: serial backend in a subprocess")
+    p.add_argument("--dry-run", action="store_true", help="list the configurations and their state, run nothing")
+    p.set_defaults(handler=cmd_sweep)
+
+
+def _split(text: str, kind, flag: str) -> list:
+    try:
+        return [kind(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected a comma-separated list of {kind.__name__} values") from None
+
+
+def read_grid(path: str) -> dict:
+    """The JSON grid file as a dict of GRID_KEYS (hyphens or underscores); lists may also be scalars."""
+    try:
+        with open(path) as f:
+            grid = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"--grid {path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"--grid {path}: not valid JSON ({err})") from None
+    if not isinstance(grid, dict):
+        raise InputError(f"--grid {path}: expected a JSON object with keys such as datasets, algorithms")
+    grid = {key.replace("-", "_"): value for key, value in grid.items()}
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise InputError(f"--grid {path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(GRID_KEYS)}")
+    for key in ("datasets", "algorithms", "multipliers", "k"):
+        if key in grid and not isinstance(grid[key], list):
+            grid[key] = [grid[key]]
+    return grid
+
+
+def grid_from_args(args: argparse.Namespace) -> dict:
+    """Defaults, then the JSON grid, then the flags given on the command line."""
+    grid = dict(DEFAULTS)
+    if args.grid:
+        grid.update(read_grid(args.grid))
+    lists = {"datasets": (str, "--datasets"), "algorithms": (str, "--algorithms"),
+             "multipliers": (float, "--multipliers"), "k": (int, "--k")}
+    for key, (kind, flag) in lists.items():
+        value = getattr(args, key)
+        if value is not None:
+            grid[key] = _split(value, kind, flag)
+    for key in ("rounds", "bits_budget", "tol", "log_every", "workers"):
+        if getattr(args, key) is not None:
+            grid[key] = getattr(args, key)
+    validate_grid(grid)
+    return grid
+
+
+def validate_grid(grid: dict) -> None:
+    if not grid.get("datasets"):
+        raise InputError("no data sets: give --datasets (or 'datasets' in --grid)")
+    for dataset in grid["datasets"]:
+        if dataset not in REGISTRY and not Path(dataset).is_file():
+            raise InputError(f"data set {dataset!r} is neither a registered name ({', '.join(REGISTRY)}) nor a file")
+    for algorithm in grid["algorithms"]:
+        if algorithm not in METHODS:
+            raise InputError(f"algorithm {algorithm!r} is not known; expected one of {', '.join(METHODS)}")
+        if algorithm == "ef21-sgd":
+            raise InputError("sweep does not run ef21-sgd (it needs --batch-size); run it with `ef21-mpi run`")
+    for m in grid["multipliers"]:
+        if not (isinstance(m, (int, float)) and math.isfinite(m) and m > 0):
+            raise InputError(f"stepsize multiplier {m!r} must be a positive finite number")
+    for k in grid["k"]:
+        if not (isinstance(k, int) and k >= 1):
+            raise InputError(f"k {k!r} must be a positive integer")
+        for dataset in grid["datasets"]:
+            d = dimension(dataset)
+            if d is not None and k > d and set(grid["algorithms"]) != {"gd"}:
+                raise InputError(f"k = {k} exceeds d = {d} of {dataset}")
+    if grid.get("rounds") is None and grid.get("bits_budget") is None:
+        raise InputError("give --rounds N (or --bits-budget B, or 'rounds' in --grid)")
+    for key in ("rounds", "log_every", "workers"):
+        value = grid.get(key)
+        if value is not None and not (isinstance(value, int) and value >= (0 if key == "rounds" else 1)):
+            raise InputError(f"{key} must be a {'non-negative' if key == 'rounds' else 'positive'} integer, "
+                             f"got {value!r}")
+    for key in ("tol", "bits_budget"):
+        value = grid.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise InputError(f"{key} must be a non-negative number, got {value!r}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    grid = grid_from_args(args)
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.launcher is not None:
+        try:
+            args.launcher.format(**{"n": 1, "n+1": 2})
+        except (KeyError, IndexError, ValueError) as err:
+            raise InputError(f"--launcher {args.launcher!r}: only {{n}} and {{n+1}} may be used ({err})") from None
+    configs = expand_grid(grid["datasets"], grid["algorithms"], grid["multipliers"], grid["k"], grid.get("rounds"),
+                          tol=float(grid["tol"]), bits_budget=grid.get("bits_budget"),
+                          log_every=grid["log_every"], workers=grid["workers"])
+    out_dir = Path(args.out_dir)
+    if args.dry_run:
+        for config in configs:
+            state = log_state(out_dir / config.name, config)
+            print(f"{config.name}  rounds {config.rounds}  [{state}]")
+        print(f"{len(configs)} configurations")
+        return 0
+    try:
+        results = run_sweep(configs, out_dir, jobs=args.jobs, data_dir=args.data_dir, launcher=args.launcher)
+    except KeyboardInterrupt:
+        print("sweep: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    failed = [r for r in results if r.status in ("failed", "interrupted")]
+    for r in failed:
+        print(f"sweep: {r.config.name} {r.status}: {r.message}", file=sys.stderr)
+    return 1 if failed else 0

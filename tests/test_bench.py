@@ -1,0 +1,109 @@
+"""The bench's own pieces: the naive baseline computes what the package computes, and the bench runs end to end.
+
+No timing is asserted anywhere: the bench prints figures, the tests check that they are about the right thing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ef21_mpi import bench, synth
+from ef21_mpi.cli import main as cli_main
+from ef21_mpi.compressors import TopK
+from ef21_mpi.registry import load
+
+BENCH_TIMEOUT = 900  # seconds for the whole --quick bench on a loaded machine; a hang fails instead of blocking
+
+
+@pytest.fixture
+def small_file(tmp_path):
+    return synth.write(synth.generate(rows=240, dim=30, nnz_per_row=6, workers=4, seed=2), tmp_path / "small.svm")
+
+
+def test_naive_top_k_keeps_the_package_tie_rule():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        v = rng.integers(-3, 4, size=9).astype(float)  # many ties
+        k = int(rng.integers(1, 9))
+        indices, values = TopK(k, 9).compress(v)
+        expected = np.zeros(9)
+        expected[indices] = values
+        np.testing.assert_array_equal(bench.naive_top_k(v, k), expected)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_naive_ef21_follows_the_package_iterates(tmp_path, small_file, k):
+    out = tmp_path / "run.h5"
+    assert cli_main(bench.run_args(str(small_file), out, rounds=40, log_every=1, k=k, workers=4)) == 0
+    package = bench.read_log(out)
+    ds = load(str(small_file), None)
+    x, grad_norm_sq, seconds = bench.naive_ef21(bench.naive_shards(ds.A, ds.y, 4), 0.1, package["gamma"], 40, k)
+    assert seconds.shape == (40,)
+    # dense BLAS and CSR sum in different orders: equal to rounding, not bit for bit
+    np.testing.assert_allclose(x, package["x_final"], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grad_norm_sq, package["grad_norm_sq"], rtol=1e-9)
+    assert np.linalg.norm(x) > 0
+
+
+def test_naive_loss_and_gradient_are_the_logistic_problem():
+    rng = np.random.default_rng(1)
+    A, y, x = rng.standard_normal((7, 4)), np.array([1, -1, 1, 1, -1, -1, 1.0]), rng.standard_normal(4)
+    loss, grad = bench.naive_loss_grad(A, y, x, 0.1)
+    reference = np.mean(np.log(1 + np.exp(-y * (A @ x)))) + 0.1 * np.sum(x**2 / (1 + x**2))
+    assert loss == pytest.approx(reference, rel=1e-13)
+    h = 1e-6
+    numeric = [(bench.naive_loss_grad(A, y, x + h * e, 0.1)[0] - bench.naive_loss_grad(A, y, x - h * e, 0.1)[0]) / (2 * h)
+               for e in np.eye(4)]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6)
+
+
+def test_log_reader_counts_uplink_per_round(tmp_path, small_file):
+    out = tmp_path / "run.h5"
+    assert cli_main(bench.run_args(str(small_file), out, rounds=12, log_every=5, k=2, workers=4)) == 0
+    figures = bench.read_log(out)
+    assert figures["bits_up_per_worker_round"] == [2 * bench.BITS_PER_ENTRY]
+    assert figures["coords_up_per_worker_round"] == [2.0]
+    assert figures["round_seconds"] > 0
+
+
+def _mpi_available() -> bool:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_bench_quick_runs_end_to_end(tmp_path, small_file):
+    parts = "serial,mpi,scale" if _mpi_available() else "serial"
+    report = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "ef21_mpi", "bench", "--quick", "--dataset", str(small_file), "--parts", parts,
+           "--workdir", str(tmp_path / "work"), "--json", str(report)]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=BENCH_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    for words in ("compute floor", "serial backend, every round logged", "naive / serial", "machine:"):
+        assert words in table
+    result = json.loads(report.read_text())
+    serial = result["serial"]
+    assert serial["bits"] == [96.0] and serial["coords"] == [1.0]  # Top-1: one value and one index per round
+    for key in ("floor", "serial_log1", "serial_sparse", "naive", "dense_floor"):
+        assert serial[key] > 0
+    assert serial["serial_log1_over_floor"] == pytest.approx(
+        np.median([r["serial_log1"] / r["floor"] for r in serial["per_repeat"]]))
+    if "mpi" in result:
+        assert "MPI backend, every round logged" in table
+        for mode in ("log1", "sparse"):
+            assert result["mpi"][mode]["bits"] == [96.0]
+            assert result["mpi"][mode]["floor"] > 0 and result["mpi"][mode]["compute_max"] > 0
+        scale = [r for r in result["scale"] if "trace" not in r]
+        assert {r["d"] for r in scale} == {100, 200}
+        for r in scale:
+            assert r["bits"] == [float(r["k"] * bench.BITS_PER_ENTRY)] == r["serial_bits"]
+        traces = [r for r in result["scale"] if "trace" in r]
+        assert traces and all(rank["traced_peak_mb"] > 0 for rank in traces[0]["trace"])

@@ -1,0 +1,95 @@
+"""``ef21-mpi plot`` on logs of short real runs: files, pixel sizes, panels, curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ef21_mpi import plot_cmd
+from ef21_mpi.cli import main
+from ef21_mpi.results import bits_per_worker, load_run
+
+pytest.importorskip("matplotlib")
+
+
+def write_libsvm(path, N=120, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for _ in range(N):
+            idx = np.sort(rng.choice(d, 4, replace=False))
+            f.write(("1" if rng.random() < 0.5 else "-1") + " "
+                    + " ".join(f"{j + 1}:{rng.normal():.4f}" for j in idx) + "\n")
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    """Two data sets (alpha, beta) x two methods x multipliers 1 and 4."""
+    folder = tmp_path_factory.mktemp("plot")
+    paths = []
+    for seed, dataset in enumerate(("alpha", "beta")):
+        write_libsvm(folder / f"{dataset}.svm", seed=seed)
+        for algorithm in ("ef21", "ef"):
+            for multiplier in ("1", "4"):
+                out = folder / f"{dataset}-{algorithm}-{multiplier}.h5"
+                assert main(["run", "--dataset", str(folder / f"{dataset}.svm"), "--workers", "4", "--rounds", "30",
+                             "--algorithm", algorithm, "--stepsize-multiplier", multiplier, "--out", str(out),
+                             "--quiet", "--backend", "serial"]) == 0
+                paths.append(out)
+    return paths
+
+
+def png_size(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path).shape[:2]  # (height, width)
+
+
+def test_png_one_panel_per_dataset(logs, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    assert main(["plot", *map(str, logs), "-o", str(out), "--title", "test"]) == 0
+    assert "2 panels" in capsys.readouterr().out
+    width, height = plot_cmd.PANEL_SIZE
+    assert png_size(out) == (round((height + 0.4) * plot_cmd.DPI), round(2 * width * plot_cmd.DPI))
+
+
+def test_panels_by_multiplier_and_curves(logs):
+    runs = [load_run(p) for p in logs]
+    fig = plot_cmd.make_figure(runs, panels_by="multiplier")
+    assert [ax.get_title() for ax in fig.axes] == ["stepsize 1x", "stepsize 4x"]
+    first = fig.axes[0]
+    assert [line.get_label() for line in first.lines] == ["EF21, top-1, alpha", "EF, top-1, alpha",
+                                                          "EF21, top-1, beta", "EF, top-1, beta"]
+    assert first.get_yscale() == "log"
+    x, y = first.lines[0].get_data()
+    np.testing.assert_allclose(x, bits_per_worker(runs[0], "paper"))  # default x: paper bits/n
+    np.testing.assert_allclose(y, runs[0].grad_norm_sq)
+
+
+def test_single_panel_rounds_and_loss(logs, tmp_path):
+    runs = [load_run(p) for p in logs[:4]]
+    fig = plot_cmd.make_figure(runs, panels_by="none", x="rounds", y="loss")
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 4
+    x, y = fig.axes[0].lines[3].get_data()
+    np.testing.assert_array_equal(x, np.arange(31))
+    np.testing.assert_allclose(y, runs[3].loss)
+    out = tmp_path / "fig.pdf"
+    assert main(["plot", *map(str, logs[:4]), "-o", str(out), "--panels-by", "none", "--x", "time",
+                 "--bits", "wire"]) == 0
+    assert out.read_bytes().startswith(b"%PDF")
+
+
+def test_wire_bits_and_missing_distortion(logs, capsys):
+    runs = [load_run(logs[0]), load_run(logs[2])]  # EF21 has G^t, EF does not
+    fig = plot_cmd.make_figure(runs, y="distortion", bits="wire")
+    assert len(fig.axes[0].lines) == 1
+    assert "no positive finite distortion" in capsys.readouterr().err
+    x, y = fig.axes[0].lines[0].get_data()
+    assert runs[0].distortion[0] == 0.0  # G^0 = 0 under --init full: not drawn on a log scale
+    np.testing.assert_allclose(x, np.cumsum(runs[0].bits_up.mean(axis=1))[1:])  # the initialisation counts
+    np.testing.assert_allclose(y, runs[0].distortion[1:])
+
+
+def test_bad_output(logs, tmp_path):
+    assert main(["plot", str(logs[0]), "-o", str(tmp_path / "fig.jpeg")]) == 2
+    assert main(["plot", str(logs[0]), "-o", str(tmp_path / "nowhere" / "fig.png")]) == 2
+    assert main(["plot", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "fig.png")]) == 2

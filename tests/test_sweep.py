@@ -1,0 +1,112 @@
+"""``ef21-mpi sweep``: grid expansion, file names, and resuming (skip final logs, rerun unfinished ones)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from ef21_mpi.cli import build_parser, main
+from ef21_mpi.errors import InputError
+from ef21_mpi.results import load_run
+from ef21_mpi.sweep import Config, command, expand_grid, grid_from_args
+
+
+def write_libsvm(path, N=120, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for _ in range(N):
+            idx = np.sort(rng.choice(d, 4, replace=False))
+            f.write(("1" if rng.random() < 0.5 else "-1") + " "
+                    + " ".join(f"{j + 1}:{rng.normal():.4f}" for j in idx) + "\n")
+
+
+def test_expand_grid_is_the_product_of_the_flags():
+    configs = expand_grid(["a9a", "w8a"], ["ef", "ef21", "gd"], [1, 2.5], [1, 4], 100, tol=1e-7, log_every=5)
+    expected = [(ds, alg, k, m) for ds in ("a9a", "w8a") for alg in ("ef", "ef21") for k in (1, 4) for m in (1, 2.5)]
+    expected += [(ds, "gd", d, m) for ds, d in (("a9a", 123), ("w8a", 300)) for m in (1, 2.5)]
+    got = [(c.dataset, c.algorithm, c.k, c.multiplier) for c in configs]
+    assert sorted(got) == sorted(expected) and len(got) == 20
+    assert all(c.rounds == 100 and c.tol == 1e-7 and c.log_every == 5 for c in configs)
+    names = {c.name for c in configs}
+    assert len(names) == 20
+    assert {"a9a__ef21__top-4__x2.5.h5", "w8a__gd__x1.h5", "a9a__ef__top-1__x1.h5"} <= names
+
+
+def test_bits_budget_gives_every_k_the_same_bits():
+    configs = expand_grid(["phishing"], ["ef21", "gd"], [1], [1, 2, 3], bits_budget=6400)
+    assert [(c.k, c.rounds) for c in configs] == [(1, 200), (2, 100), (3, math.ceil(6400 / 96)), (68, 3)]
+    capped = expand_grid(["phishing"], ["ef21"], [1], [1, 2], rounds=150, bits_budget=6400)
+    assert [c.rounds for c in capped] == [150, 100]
+    with pytest.raises(InputError):
+        expand_grid(["phishing"], ["ef21"], [1], [1])
+
+
+def test_flags_override_the_json_grid(tmp_path):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"datasets": ["a9a", "phishing"], "algorithms": ["ef21"], "multipliers": [1, 2],
+                                "k": 2, "rounds": 50, "log-every": 10}))
+    args = build_parser().parse_args(["sweep", "--out-dir", str(tmp_path), "--grid", str(grid),
+                                      "--multipliers", "4,8,16", "--tol", "1e-6"])
+    g = grid_from_args(args)
+    assert (g["datasets"], g["algorithms"], g["multipliers"], g["k"]) == (["a9a", "phishing"], ["ef21"],
+                                                                          [4.0, 8.0, 16.0], [2])
+    assert (g["rounds"], g["log_every"], g["tol"], g["workers"]) == (50, 10, 1e-6, 20)
+    grid.write_text(json.dumps({"datasets": ["a9a"], "rounds": 5, "stepsize": 1}))
+    with pytest.raises(InputError, match="unknown key"):
+        grid_from_args(args)
+    bad = build_parser().parse_args(["sweep", "--out-dir", str(tmp_path), "--datasets", "a9a", "--rounds", "5",
+                                     "--algorithms", "ef22"])
+    with pytest.raises(InputError, match="ef22"):
+        grid_from_args(bad)
+
+
+def test_launcher_template():
+    config = Config("a9a", "ef21", 1, 4.0, 100, workers=20)
+    cmd = command(config, "out.h5", None, "mpiexec -n {n+1}")
+    assert cmd[:4] == ["mpiexec", "-n", "21", sys.executable] and cmd[-2:] == ["--backend", "mpi"]
+    serial = command(config, "out.h5", None, None)
+    assert serial[0] == sys.executable and "--workers" in serial and serial[serial.index("--backend") + 1] == "serial"
+
+
+def test_sweep_runs_skips_and_resumes(tmp_path, capsys):
+    data = tmp_path / "syn.svm"
+    write_libsvm(data)
+    out = tmp_path / "runs"
+    argv = ["sweep", "--out-dir", str(out), "--datasets", str(data), "--algorithms", "ef,ef21", "--k", "2",
+            "--multipliers", "2", "--rounds", "20", "--workers", "4", "--jobs", "2"]
+    assert main(argv) == 0
+    logs = [out / "syn__ef__top-2__x2.h5", out / "syn__ef21__top-2__x2.h5"]
+    for log in logs:
+        run = load_run(log)
+        assert run.status == "completed" and run.rows == 21 and run.attrs["n_workers"] == 4
+        assert run.attrs["k"] == 2 and run.attrs["stepsize_multiplier"] == pytest.approx(2.0)
+    text = capsys.readouterr().out
+    assert "[2/2]" in text and "2 completed" in text
+    mtimes = [log.stat().st_mtime_ns for log in logs]
+
+    assert main(argv) == 0  # nothing to do: both logs are final
+    assert [log.stat().st_mtime_ns for log in logs] == mtimes
+    text = capsys.readouterr().out
+    assert text.count("skipped, log exists (completed)") == 2 and "2 skipped" in text
+
+    with h5py.File(logs[1], "r+") as f:  # as if the sweep had been killed during this run
+        f.attrs["status"] = "running"
+    assert main(argv) == 0
+    assert logs[0].stat().st_mtime_ns == mtimes[0]
+    assert load_run(logs[1]).status == "completed" and load_run(logs[1]).rows == 21
+    assert "1 completed, 1 skipped" in capsys.readouterr().out
+
+
+def test_sweep_fails_only_when_a_run_fails(tmp_path, capsys):
+    data = tmp_path / "syn.svm"
+    write_libsvm(data)
+    argv = ["sweep", "--out-dir", str(tmp_path / "runs"), "--datasets", str(data), "--algorithms", "ef21",
+            "--k", "20", "--rounds", "5", "--workers", "4"]  # k > d = 8: the run rejects it
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "1 failed" in captured.out and "syn__ef21__top-20__x1.h5 failed" in captured.err
