@@ -87,7 +87,8 @@ def _registry():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ef21-mpi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ef21-mpi", description="Simulate EF21 and other communication-compressed "
+                                     "distributed methods with real message passing; results go to HDF5 logs.")
     parser.add_argument("--version", action="version", version=f"ef21-mpi {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     sub = parser.add_subparsers(dest="command", required=True)
