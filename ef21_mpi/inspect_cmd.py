@@ -6,6 +6,7 @@ import argparse
 import json
 
 from .results import load_run, summary
+from .theory import format_report, theory_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,17 +17,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, help="report the first round with grad_norm_sq <= TOL "
                    "(default: the run's own --tol, if positive)")
     p.add_argument("--json", action="store_true", help="print a JSON list of the summaries")
+    p.add_argument("--theory", action="store_true", help="also hold each run against Theorem 2 or 3 "
+                   "(the report of `ef21-mpi theory`)")
+    p.add_argument("--f-inf", type=float, default=0.0, help="with --theory: lower bound on f (default 0)")
     p.set_defaults(handler=cmd_inspect)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     summaries = [summary(load_run(path), tol=args.tol) for path in args.logs]
+    reports = [theory_report(path, f_inf=args.f_inf) for path in args.logs] if args.theory else []
     if args.json:
+        for s, r in zip(summaries, reports):
+            s["theory"] = r
         print(json.dumps(summaries, indent=2))
-    elif len(summaries) == 1:
-        print(format_block(summaries[0]))
-    else:
-        print(format_table(summaries))
+        return 0
+    print(format_block(summaries[0]) if len(summaries) == 1 else format_table(summaries))
+    for r in reports:
+        print("\n" + format_report(r))
     return 0
 
 

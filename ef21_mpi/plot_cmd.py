@@ -45,12 +45,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", help="title over the whole figure")
     p.add_argument("--panels-by", default="dataset", choices=PANEL_CHOICES,
                    help="one panel per data set (default), per stepsize multiplier, or a single panel")
+    p.add_argument("--theory", action="store_true", help="instead: each run's observed curve with its theorem's "
+                   "bound overlaid (Theorem 2: running mean of grad_norm_sq; Theorem 3: the Lyapunov function)")
     p.set_defaults(handler=cmd_plot)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     output = Path(args.output)
     check_output(output)
+    if args.theory:
+        from .theory_cmd import plot_theory
+
+        plot_theory(args.logs, output)
+        print(f"wrote {output} (theory overlay, {len(args.logs)} runs)")
+        return 0
     runs = [load_run(path) for path in args.logs]
     fig = make_figure(runs, y=args.y, x=args.x, bits=args.bits, title=args.title, panels_by=args.panels_by)
     save(fig, output)

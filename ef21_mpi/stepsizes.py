@@ -28,5 +28,6 @@ def theory(alpha: float, L: float, L_tilde: float, mu: float | None = None) -> T
     if mu is None:
         gamma = 1.0 / (L + L_tilde * math.sqrt(beta / theta))  # Theorem 2
     else:
-        gamma = min(1.0 / (L + L_tilde * math.sqrt(2.0 * beta / theta)), theta / (2.0 * mu))  # Theorem 3
+        pl_term = theta / (2.0 * mu) if mu > 0 else math.inf  # mu <= 0: not PL, no second constraint
+        gamma = min(1.0 / (L + L_tilde * math.sqrt(2.0 * beta / theta)), pl_term)  # Theorem 3
     return Theory(alpha=alpha, theta=theta, beta=beta, gamma_theory=gamma)

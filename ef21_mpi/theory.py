@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from . import stepsizes
 from .errors import InputError
 
 GAMMA_SLACK = 1e-12  # relative: gamma <= gamma_theory, and logged constants against their recomputation
@@ -82,21 +83,12 @@ def read_run(path: str | os.PathLike) -> RunData:
 # --- constants (SPEC 5) -----------------------------------------------------------------------------
 
 
-def theta_beta(alpha: float) -> tuple[float, float]:
-    """``theta = 1 - sqrt(1 - alpha)`` and ``beta = (1 - alpha)/theta`` (Lemma 3)."""
-    theta = alpha / (1.0 + math.sqrt(1.0 - alpha))  # 1 - sqrt(1 - alpha) without cancellation
-    return theta, (1.0 - alpha) / theta
-
-
 def gamma_theorem2(alpha: float, L: float, L_tilde: float) -> float:
-    theta, beta = theta_beta(alpha)
-    return 1.0 / (L + L_tilde * math.sqrt(beta / theta))  # eq. (15)
+    return stepsizes.theory(alpha, L, L_tilde).gamma_theory
 
 
 def gamma_theorem3(alpha: float, L: float, L_tilde: float, mu: float) -> float:
-    theta, beta = theta_beta(alpha)
-    pl_term = theta / (2.0 * mu) if mu > 0 else math.inf  # mu <= 0: not PL, Theorem 3 does not apply
-    return min(1.0 / (L + L_tilde * math.sqrt(2.0 * beta / theta)), pl_term)  # eq. (17)
+    return stepsizes.theory(alpha, L, L_tilde, mu).gamma_theory
 
 
 def _close(a: float, b: float) -> bool:
@@ -107,7 +99,7 @@ def constants(attrs: dict) -> dict:
     """The constants of the run, whether ``gamma <= gamma_theory``, and whether the logged values are consistent."""
     alpha, L, L_tilde, gamma = (float(attrs[key]) for key in ("alpha", "L", "L_tilde", "gamma"))
     mu = float(attrs["mu"]) if "mu" in attrs else None
-    theta, beta = theta_beta(alpha)
+    theta, beta = stepsizes.theta_beta(alpha)
     logged_theory = float(attrs["gamma_theory"])
     recomputed = gamma_theorem3(alpha, L, L_tilde, mu) if mu is not None else gamma_theorem2(alpha, L, L_tilde)
     return {

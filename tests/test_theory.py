@@ -347,3 +347,23 @@ def test_command_line_json_text_and_plot(tmp_path):
     assert plot_theory(logs, tmp_path / "both.svg").stat().st_size > 1000
     with pytest.raises(InputError, match="unknown figure format"):
         plot_theory(logs, tmp_path / "fig.bmp")
+
+
+def test_inspect_and_plot_carry_the_theory_report(tmp_path):
+    """`inspect --theory` embeds the same report as `theory`; `plot --theory` draws the overlay."""
+    data = write_libsvm(tmp_path / "small.svm", N=60, d=8, seed=4)
+    log = tmp_path / "run.h5"
+    done = ef21(["run", "--backend", "serial", "--dataset", str(data), "--workers", "3", "--k", "2",
+                 "--rounds", "80", "--quiet", "--out", str(log)])
+    assert done.returncode == 0, done.stderr
+    inspected = ef21(["inspect", "--theory", "--json", str(log)])
+    assert inspected.returncode == 0, inspected.stderr
+    embedded = json.loads(inspected.stdout)[0]["theory"]["theorem2"]
+    direct = json.loads(ef21(["theory", "--json", str(log)]).stdout)[0]["theorem2"]
+    assert embedded["ratio_last"] == direct["ratio_last"] and embedded["holds"] is True
+    text = ef21(["inspect", "--theory", str(log)]).stdout
+    assert "Theorem 2" in text and "holds at every T" in text
+    figure = tmp_path / "theory.png"
+    plotted = ef21(["plot", "--theory", str(log), "-o", str(figure)])
+    assert plotted.returncode == 0, plotted.stderr
+    assert figure.stat().st_size > 5000 and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
