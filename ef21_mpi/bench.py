@@ -32,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 N_WORKERS = 20
+PARTS = {"serial", "mpi", "scale"}
 DEFAULT_DIMS = (10**3, 10**4, 10**5, 10**6)
 BITS_PER_ENTRY = 64 + 32  # a Top-k entry on the wire: float64 value + int32 index
 
@@ -241,14 +244,14 @@ def part_serial_and_naive(opts, workdir: Path) -> dict:
         floor = compute_floor(ds.A, opts.floor_reps)
         every = serial_run(run_args(opts.dataset, workdir / "serial-log1.h5", opts.rounds, 1, 1,
                                     data_dir=opts.data_dir))
-        sparse = serial_run(run_args(opts.dataset, workdir / "serial-log100.h5", 2 * opts.rounds,
+        sparse = serial_run(run_args(opts.dataset, workdir / "serial-sparse-log.h5", 2 * opts.rounds,
                                      opts.sparse_log_every, 1, data_dir=opts.data_dir))
         _, _, naive_seconds = naive_ef21(shards, 0.1, every["gamma"], opts.naive_rounds, 1)
         rows.append({"floor": floor, "serial_log1": every["round_seconds"], "serial_sparse": sparse["round_seconds"],
                      "naive": float(np.median(naive_seconds)), "dense_floor": dense_floor(shards, opts.floor_reps),
                      "bits": every["bits_up_per_worker_round"], "coords": every["coords_up_per_worker_round"]})
-        print(f"  repeat {repeat + 1}: floor {rows[-1]['floor'] * 1e3:.3f} ms, serial {every['round_seconds'] * 1e3:.3f}"
-              f" / {sparse['round_seconds'] * 1e3:.3f} ms, naive {rows[-1]['naive'] * 1e3:.3f} ms", file=sys.stderr)
+        print(f"  repeat {repeat + 1}: floor {_ms(floor)}, serial {_ms(every['round_seconds'])} / "
+              f"{_ms(sparse['round_seconds'])}, naive {_ms(rows[-1]['naive'])}", file=sys.stderr)
     out = {key: float(np.median([r[key] for r in rows])) for key in rows[0] if key not in ("bits", "coords")}
     for ratio, (num, den) in {"serial_log1_over_floor": ("serial_log1", "floor"),
                               "serial_sparse_over_floor": ("serial_sparse", "floor"),
@@ -320,8 +323,9 @@ def part_scale(opts, workdir: Path) -> list[dict]:
                                          opts.scale_log_every, k))
             runs.append({"k": k, "serial": serial, "startup_s": serial["total_s"] - serial["loop_s"]})
         mpi_runs = [{"k": k, "rounds": opts.scale_rounds, "log_every": opts.scale_log_every} for k in ks]
-        if d == opts.trace_dim:
-            mpi_runs.append({"k": 1, "rounds": 3, "log_every": 1, "trace": True})
+        if d == opts.trace_dim:  # EF21+ keeps every g_i on the master by design: the audit should show it
+            mpi_runs += [{"k": 1, "rounds": 3, "log_every": 1, "trace": True, "algorithm": a}
+                         for a in ("ef21", "ef21-plus")]
         report = launch_mpi({"dataset": str(path), "dim": d, "floor_rounds": max(opts.scale_rounds, 5),
                              "runs": mpi_runs, "isolated_repeats": 5}, opts.scale_ranks, opts.mpiexec,
                             opts.timeout, workdir)
@@ -336,8 +340,9 @@ def part_scale(opts, workdir: Path) -> list[dict]:
                 "serial_bits": r["serial"]["bits_up_per_worker_round"], "expected_bits": r["k"] * BITS_PER_ENTRY,
             })
         for mpi in report["runs"][len(ks):]:
-            results.append({"d": d, "trace": [{"rank": x["rank"], "traced_peak_mb": x["traced_peak_mb"],
-                                               "large_blocks": x["large_blocks"]} for x in mpi["ranks"]]})
+            results.append({"d": d, "algorithm": mpi["run"].get("algorithm", "ef21"),
+                            "trace": [{"rank": x["rank"], "traced_peak_mb": x["traced_peak_mb"],
+                                       "large_blocks": x["large_blocks"]} for x in mpi["ranks"]]})
         print(f"  scale d={d}: start-up {min(r['startup_s'] for r in runs):.1f} s", file=sys.stderr)
     return results
 
@@ -350,20 +355,39 @@ def _ms(seconds: float | None) -> str:
 
 
 def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**20:.1f} MB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} kB"
+    for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.0f} kB"
 
 
 def _verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
 
 
+def _audit_lines(ranks: list[dict]) -> list[str]:
+    """One line per group of ranks with the same large blocks (workers are usually all alike)."""
+    groups: dict[str, list[dict]] = {}
+    for rank in ranks:
+        where = ", ".join(f"{b['where']} {_size(b['bytes'])}" for b in rank["large_blocks"]) or "none"
+        groups.setdefault(where, []).append(rank)
+    lines = []
+    for where, members in groups.items():
+        ids = [m["rank"] for m in members]
+        label = f"rank {ids[0]}" if len(ids) == 1 else f"ranks {ids[0]}-{ids[-1]}"
+        peak = max(m["traced_peak_mb"] for m in members)
+        lines.append(f"  {label}: traced peak {peak:.1f} MB; {where}")
+    return lines
+
+
 def format_report(result: dict) -> str:
     m = result["machine"]
     load = " ".join(f"{v:.1f}" for v in m["load_average"])
     library = result.get("mpi", {}).get("library", "MPI not measured")
+    versions = (f"python {m['python']}, numpy {m['numpy']} ({m['blas']}, threads: {m['blas_threads']}), "
+                f"scipy {m['scipy']}, mpi4py {m['mpi4py']}, {library}")
     lines = [f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load average {load} at start",
-             f"python {m['python']}, numpy {m['numpy']} ({m['blas']}, threads: {m['blas_threads']}), scipy {m['scipy']}, mpi4py {m['mpi4py']}, {library}",
-             f"command: {result['command']}", ""]
+             versions, f"command: {result['command']}", ""]
     row = "{:<62} {:>14} {:>12} {:>10} {:>8}"
     lines.append(row.format("measurement", "figure", "ratio", "target", "verdict"))
     lines.append("-" * 110)
@@ -371,7 +395,8 @@ def format_report(result: dict) -> str:
     if s:
         lines.append(f"[1,2] {result['dataset']}: N={s['N']}, d={s['d']}, nnz={s['nnz']}, n={N_WORKERS} workers, "
                      f"EF21 Top-1; medians of {s['repeats']} interleaved repeats")
-        lines.append(row.format("compute floor: A x + A^T s, whole data set as one CSR", _ms(s["floor"]), "1.00x", "", ""))
+        lines.append(row.format("compute floor: A x + A^T s, whole data set as one CSR", _ms(s["floor"]), "1.00x",
+                                "", ""))
         lines.append(row.format("serial backend, every round logged", _ms(s["serial_log1"]),
                                 f"{s['serial_log1_over_floor']:.2f}x floor", "<= 1.5x",
                                 _verdict(s["serial_log1_over_floor"] <= 1.5)))
@@ -380,7 +405,8 @@ def format_report(result: dict) -> str:
                                 _verdict(s["serial_sparse_over_floor"] <= 1.5)))
         lines.append(row.format("naive: dense shards, loop over workers, argsort Top-k", _ms(s["naive"]), "", "", ""))
         lines.append(row.format("  naive / serial (every round logged)", "",
-                                f"{s['naive_over_serial_log1']:.2f}x", ">= 25x", _verdict(s["naive_over_serial_log1"] >= 25)))
+                                f"{s['naive_over_serial_log1']:.2f}x", ">= 25x",
+                                _verdict(s["naive_over_serial_log1"] >= 25)))
         lines.append(row.format(f"  naive / serial (--log-every {result['sparse_log_every']})", "",
                                 f"{s['naive_over_serial_sparse']:.2f}x", ">= 25x",
                                 _verdict(s["naive_over_serial_sparse"] >= 25)))
@@ -398,9 +424,10 @@ def format_report(result: dict) -> str:
             lines.append(row.format(f"communication floor: {floor_name}", _ms(q["floor"]), "", "", ""))
             lines.append(row.format("  per-rank compute, isolated (max over workers)", _ms(q["compute_max"]),
                                     "", "", ""))
-            lines.append(row.format("  per-rank compute, isolated, sum over workers", _ms(q["compute_sum"]), "", "", ""))
-            lines.append(row.format("  per-rank compute during the run (CPU time, median)", _ms(q["compute_in_run_cpu"]),
+            lines.append(row.format("  per-rank compute, isolated, sum over workers", _ms(q["compute_sum"]),
                                     "", "", ""))
+            lines.append(row.format("  per-rank compute during the run (CPU time, median)",
+                                    _ms(q["compute_in_run_cpu"]), "", "", ""))
             lines.append(row.format(f"MPI backend, {label}", _ms(q["round"]),
                                     f"{q['overhead']:+.0%} vs floor+max", "< +25%", _verdict(q["overhead"] < 0.25)))
             lines.append(row.format("  against floor + max(max, sum/cores) compute", _ms(q["model_shared"]),
@@ -426,17 +453,21 @@ def format_report(result: dict) -> str:
                                      _ms(r["serial_round"]), f"{per_unit:.2f}", _ms(r["mpi_round"]),
                                      _ms(r["mpi_floor"]), f"{r['rss_master_mb']:.0f}", f"{r['rss_worker_mb']:.0f}",
                                      f"{r['bits'][0]:.0f}" + ("" if bits_ok else "!")))
-        big = [r for r in scale if "trace" not in r and r["d"] == max(x["d"] for x in scale if "trace" not in x)]
+        dims = sorted({r["d"] for r in scale if "trace" not in r})
+        lines.append("naive baseline's dense shards would need: " + ", ".join(
+            f"d={d}: {_size(scale[0]['rows'] * d * 8)}" for d in dims))
+        big = [r for r in scale if "trace" not in r and r["d"] == dims[-1]]
         if big:
             worst = max(r["startup_s"] for r in big)
-            lines.append(f"start-up (load + shard + all L_i and L) at d={big[0]['d']}: {worst:.1f} s; target < 60 s "
+            lines.append(f"start-up (ef21-mpi run until round 0: load, shard, all L_i and L, workers) at "
+                         f"d={big[0]['d']}: "
+                         f"{worst:.1f} s; target < 60 s "
                          f"at d=10^6, 200k rows: {_verdict(worst < 60) if big[0]['d'] >= 10**6 else 'not measured'}")
         for r in scale:
             if "trace" in r:
-                lines.append(f"live blocks >= 0.9 n d x 8 bytes at d={r['d']} (round 2, tracemalloc):")
-                for rank in r["trace"]:
-                    where = ", ".join(f"{b['where']} {_size(b['bytes'])}" for b in rank["large_blocks"]) or "none"
-                    lines.append(f"  rank {rank['rank']}: traced peak {rank['traced_peak_mb']:.1f} MB; {where}")
+                algorithm = r.get("algorithm", "ef21")
+                lines.append(f"live blocks >= 0.9 n d x 8 bytes, {algorithm}, d={r['d']} (round 2, tracemalloc):")
+                lines += _audit_lines(r["trace"])
     return "\n".join(lines)
 
 
@@ -481,8 +512,20 @@ def apply_quick(opts: argparse.Namespace) -> None:
 def cmd_bench(opts: argparse.Namespace) -> int:
     if opts.quick:
         apply_quick(opts)
-    opts.scale_dims = [int(d) for d in str(opts.scale_dims).split(",") if d]
     parts = set(opts.parts.split(","))
+    if not parts <= PARTS:
+        raise InputError(f"--parts {opts.parts}: expected a comma list of {', '.join(sorted(PARTS))}")
+    try:
+        opts.scale_dims = [int(d) for d in str(opts.scale_dims).split(",") if d]
+    except ValueError:
+        raise InputError(f"--scale-dims {opts.scale_dims}: expected a comma list of integers") from None
+    minimums = {"--repeats": (opts.repeats, 1), "--rounds": (opts.rounds, 1),
+                "--naive-rounds": (opts.naive_rounds, 1), "--ranks": (opts.ranks, 2),
+                "--scale-ranks": (opts.scale_ranks, 2), "--mpi-rounds": (opts.mpi_rounds, 1),
+                "--scale-rounds": (opts.scale_rounds, 1), "--sparse-log-every": (opts.sparse_log_every, 1)}
+    for flag, (value, minimum) in minimums.items():
+        if value < minimum:
+            raise InputError(f"{flag} must be at least {minimum}, got {value}")
     result = {"machine": machine(), "command": " ".join(["ef21-mpi bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"]
               else " ".join(sys.argv), "dataset": opts.dataset, "sparse_log_every": opts.sparse_log_every,
               "scale_ranks": opts.scale_ranks, "scale_log_every": opts.scale_log_every}

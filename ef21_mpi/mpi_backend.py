@@ -85,7 +85,6 @@ class _Channels:
         self.xbuf = np.zeros(d + 1)
         self.specs = {0: method.message_spec(0), 1: method.message_spec(1)}
         self.slot = {key: _aligned(spec.nbytes) for key, spec in self.specs.items()}
-        self.monitors = np.zeros((n, d + 2))
 
     def spec(self, t: int) -> MessageSpec:
         return self.specs[min(t, 1)]
@@ -106,6 +105,7 @@ class MpiCluster:
         self.recv = {key: np.zeros(max(n * slot, 1), dtype=np.uint8) for key, slot in self.ch.slot.items()}
         self.layout = {key: self.ch.message_layout(key) for key in (0, 1)}
         self.empty = np.zeros(0, dtype=np.uint8)
+        self.monitors = np.zeros((n, d + 2))  # rank 0 only: every worker's monitoring row
         self.mon_counts = [0] + [d + 2] * n
         self.mon_displs = [0] + [i * (d + 2) for i in range(n)]
 
@@ -119,12 +119,14 @@ class MpiCluster:
         counts, displs = self.layout[key]
         self.comm.Gatherv(self.empty, [recv, counts, displs, MPI.BYTE], root=0)
         if logged:
-            self.comm.Gatherv(np.zeros(0), [ch.monitors, self.mon_counts, self.mon_displs, MPI.DOUBLE], root=0)
+            self.comm.Gatherv(np.zeros(0), [self.monitors, self.mon_counts, self.mon_displs, MPI.DOUBLE], root=0)
         self._check_reports(t)
         slot = ch.slot[key]
         messages = [unpack(recv[i * slot:i * slot + spec.nbytes], spec) for i in range(ch.n)]
         wire_bytes = np.array(counts[1:], dtype=np.int64)
-        return messages, wire_bytes, (ch.monitors if logged else None)
+        if t == 0:
+            self.recv[0] = self.empty  # the (possibly dense) round-0 slots are not needed again
+        return messages, wire_bytes, (self.monitors if logged else None)
 
     def _check_reports(self, t: int) -> None:
         status = self.MPI.Status()
