@@ -3,15 +3,15 @@
 Launched by `ef21_mpi.bench` as ``mpiexec -n N python -m mpi4py -m ef21_mpi.bench_mpi --spec FILE`` (``-m mpi4py``
 turns an exception on any rank into an abort instead of a hang). In that one launch:
 
-1. **Communication floor**, measured just before each run: the round pattern of the MPI backend with no computation — ``Bcast`` of
-   ``d + 1`` doubles from rank 0, then ``Gatherv`` of every worker's ``12 k``-byte message into 8-byte
-   aligned slots — timed on rank 0 round by round; then the same with the monitoring ``Gatherv``
-   (``d + 2`` doubles per worker) that logged rounds add.
+1. **Communication floor**, measured just before each run: the MPI backend's round pattern with no
+   computation (``Bcast`` of ``d + 1`` doubles from rank 0, then ``Gatherv`` of every worker's ``12 k``-byte
+   message into 8-byte aligned slots), timed on rank 0 round by round; then the same with the monitoring
+   ``Gatherv`` (``d + 2`` doubles per worker) that logged rounds add.
 2. **Real runs**: ``ef21-mpi run`` exactly as a user launches it (`ef21_mpi.cli.main` on every rank). The
    class method ``Worker.round`` is wrapped to time each worker's computation (wall and CPU seconds);
    the per-round time comes from the log's ``wall_time``.
-3. **Isolated compute**: after a run, each worker in turn repeats its last round while every other rank
-   sleeps, which is what one round of that worker costs on an otherwise idle core.
+3. **Isolated compute**: after a run, each worker in turn repeats its last round (plain and logged) while
+   every other rank sleeps: what one round of that worker costs on an otherwise idle core.
 4. Optionally (``"trace": true``) the run is repeated for a few rounds under ``tracemalloc`` on every rank,
    listing the live numpy blocks at least as large as an ``n x d`` float64 array.
 

@@ -69,7 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="list or fetch the paper's data sets")
+    p = sub.add_parser("data", help="list, fetch or synthesise data sets")
     dsub = p.add_subparsers(dest="data_command", required=True)
     lst = dsub.add_parser("list", help="known data sets, where they are, checksum status")
     lst.add_argument("--data-dir")

@@ -83,17 +83,16 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def panel_key(run: Run, panels_by: str) -> tuple[float | str, str]:
+def panel_key(run: Run, panels_by: str) -> tuple[tuple, str]:
     """(sort key, title) of the panel a run belongs to."""
     if panels_by == "dataset":
         name = str(run.attrs.get("dataset", "?"))
-        return name, name
+        return (name,), name
     if panels_by == "multiplier":
-        if bool(run.attrs.get("stepsize_override", False)):
-            return float(run.attrs["gamma"]) * 1e12, stepsize_label(run)  # absolute stepsizes after multiples
-        m = multiplier(run)
-        return round(m, 6), f"stepsize {stepsize_label(run)}"
-    return "", ""
+        if bool(run.attrs.get("stepsize_override", False)):  # absolute stepsizes after the multiples
+            return (1, float(run.attrs["gamma"])), stepsize_label(run)
+        return (0, round(multiplier(run), 6)), f"stepsize {stepsize_label(run)}"
+    return (), ""
 
 
 def group_panels(runs: list[Run], panels_by: str) -> list[tuple[str, list[Run]]]:

@@ -18,6 +18,9 @@ from .errors import InputError
 from .methods import DISPLAY_NAMES
 
 FINAL_STATUSES = ("completed", "converged", "diverged")
+# Methods whose row 0 is an initialisation (the workers send g_i^0) rather than a step; for EF, GD and DCGD
+# row 0 already carries the messages of the first step, so the paper's count includes it.
+WITH_INITIALISATION = ("ef21", "ef21-plus", "ef21-sgd")
 BITS_PER_COORDINATE = 32  # the paper's convention (SPEC 7)
 CONVENTIONS = ("paper", "wire")
 _SERIES = ("round", "grad_norm_sq", "loss", "distortion", "wall_time", "bits_up", "coords_up", "bits_down")
@@ -101,12 +104,13 @@ def load_run(path: str | Path) -> Run:
 def bits_per_worker(run: Run, convention: str = "paper") -> np.ndarray:
     """Cumulative bits sent per worker (mean over workers) at each row.
 
-    ``paper``: 32 bits per sent coordinate, the initialisation (row 0) not counted, so row 0 is 0.
+    ``paper``: 32 bits per sent coordinate, the initialisation not counted (row 0 of EF21, EF21+ and
+    EF21-SGD, which send ``g_i^0`` there; row 0 of EF, GD and DCGD is their first step and counts).
     ``wire``: the bits actually put on the wire, the initialisation included.
     """
     if convention == "paper":
         per_row = BITS_PER_COORDINATE * run.coords_up.mean(axis=1)
-        if len(per_row):
+        if len(per_row) and run.attrs.get("algorithm") in WITH_INITIALISATION:
             per_row[0] = 0.0
     elif convention == "wire":
         per_row = run.bits_up.mean(axis=1).astype(np.float64)

@@ -14,7 +14,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -24,7 +23,7 @@ from pathlib import Path
 from .errors import InputError
 from .methods import METHODS
 from .registry import REGISTRY
-from .results import BITS_PER_COORDINATE, FINAL_STATUSES, load_run
+from .results import BITS_PER_COORDINATE, FINAL_STATUSES, WITH_INITIALISATION, load_run
 
 GRID_KEYS = ("datasets", "algorithms", "multipliers", "k", "rounds", "tol", "bits_budget", "log_every", "workers")
 DEFAULTS = {"algorithms": ["ef", "ef21", "ef21-plus"], "multipliers": [1.0], "k": [1], "tol": 0.0,
@@ -84,8 +83,9 @@ def expand_grid(datasets: list[str], algorithms: list[str], multipliers: list[fl
                 log_every: int = 1, workers: int = 20) -> list[Config]:
     """Every (data set, algorithm, k, multiplier), in that nesting order; GD gets one k (= d).
 
-    ``bits_budget`` caps each configuration's rounds at ``ceil(bits_budget / (32 k))`` so that every k
-    gets the same paper bits/n budget; ``rounds`` (if also given) caps it further.
+    ``bits_budget`` caps each configuration's rounds so that its messages fit in ``bits_budget`` paper
+    bits/n: ``floor(bits_budget / (32 k))`` messages (one of them in round 0 for EF, GD and DCGD, whose
+    round 0 is a step); ``rounds`` (if also given) caps it further.
     """
     if rounds is None and bits_budget is None:
         raise InputError("give --rounds, --bits-budget, or both")
@@ -96,17 +96,18 @@ def expand_grid(datasets: list[str], algorithms: list[str], multipliers: list[fl
             algorithm_ks = [d] if algorithm == "gd" else list(dict.fromkeys(ks))
             for k in algorithm_ks:
                 for m in dict.fromkeys(float(m) for m in multipliers):
-                    configs.append(Config(dataset, algorithm, k, m, _rounds(rounds, bits_budget, k),
+                    configs.append(Config(dataset, algorithm, k, m, _rounds(rounds, bits_budget, algorithm, k),
                                           tol, log_every, workers))
     return configs
 
 
-def _rounds(rounds: int | None, bits_budget: float | None, k: int | None) -> int:
+def _rounds(rounds: int | None, bits_budget: float | None, algorithm: str, k: int | None) -> int:
     if bits_budget is None or k is None:
         if rounds is None:
             raise InputError("--bits-budget needs the data set's d for GD; give --rounds for unregistered files")
         return rounds
-    by_budget = math.ceil(bits_budget / (BITS_PER_COORDINATE * k))
+    messages = math.floor(bits_budget / (BITS_PER_COORDINATE * k))
+    by_budget = max(1, messages if algorithm in WITH_INITIALISATION else messages - 1)
     return by_budget if rounds is None else min(rounds, by_budget)
 
 
@@ -154,7 +155,7 @@ def run_config(config: Config, out_dir: Path, data_dir: str | None = None, launc
         run = load_run(out)
     except InputError:
         return Result(config, "failed", seconds, message or f"exit code {proc.returncode}, no log written")
-    status = run.status if run.status in FINAL_STATUSES else ("interrupted" if proc.returncode == 130 else "failed")
+    status = run.status if run.status in (*FINAL_STATUSES, "interrupted") else "failed"  # "running": it died
     rounds_done = int(run.attrs.get("rounds_done", run.round[-1] if run.rows else 0))
     last = float(run.grad_norm_sq[-1]) if run.rows else None
     return Result(config, status, seconds, message if status != "completed" else "", rounds_done, last)
@@ -190,19 +191,16 @@ def run_sweep(configs: list[Config], out_dir: Path, *, jobs: int | None = None, 
     total = len(configs)
     print(f"sweep: {total} configurations in {out_dir}: {len(results)} done already, {len(todo)} to run, "
           f"{jobs} at a time", file=out, flush=True)
-    for result in results:
-        print(f"[{len(results)}/{total}] {describe(result)}", file=out, flush=True)
-    lock = threading.Lock()
+    for i, result in enumerate(results, 1):
+        print(f"[{i}/{total}] {describe(result)}", file=out, flush=True)
     started = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [pool.submit(run_config, c, out_dir, data_dir, launcher) for c in todo]
         for future in as_completed(futures):
-            result = future.result()
-            with lock:
-                results.append(result)
-                elapsed = time.monotonic() - started
-                print(f"[{len(results)}/{total}] {describe(result)}  (sweep {elapsed:.0f} s)", file=out, flush=True)
+            results.append(future.result())
+            elapsed = time.monotonic() - started
+            print(f"[{len(results)}/{total}] {describe(results[-1])}  (sweep {elapsed:.0f} s)", file=out, flush=True)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -231,7 +229,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", help="comma-separated Top-k k values (default 1; GD ignores k and uses d)")
     p.add_argument("--rounds", type=int, help="rounds per configuration")
     p.add_argument("--bits-budget", type=float, help="give every configuration the same paper bits/n: rounds "
-                   "= ceil(B / (32 k)), capped by --rounds if also given")
+                   "such that floor(B / (32 k)) messages are sent (EF, GD, DCGD: one fewer round, as their round 0 is a step "
+                   "that counts), capped by --rounds if also given")
     p.add_argument("--tol", type=float, help="stop a run once grad_norm_sq < TOL (default 0: never)")
     p.add_argument("--log-every", type=int, help="log every K-th round (default 1)")
     p.add_argument("--workers", type=int, help="number of workers n (default 20)")

@@ -14,8 +14,8 @@ similarity between shards is assumed):
   lowest fraction ``q_i`` of its scores -1 and the rest +1, so every block of two or more rows holds
   both labels and the class balance differs between blocks.
 
-Everything comes from ``SeedSequence(seed).spawn(n)`` (one stream per block), and the text is written
-with vectorised integer formatting, so 200k rows at ``d = 10^6`` take seconds.
+Everything comes from ``SeedSequence(seed).spawn(n + 1)`` (the shared ``w``, then one stream per block),
+and the text is written with vectorised integer formatting, so 200k rows at ``d = 10^6`` take seconds.
 """
 
 from __future__ import annotations
@@ -99,7 +99,6 @@ def generate(rows: int, dim: int, nnz_per_row: int, workers: int, seed: int = 0)
         labels = np.ones(m)
         labels[np.argsort(score, kind="stable")[:negatives]] = -1.0
         y[lo:hi] = labels
-        del w_i
     indptr = np.arange(0, rows * nnz_per_row + 1, nnz_per_row, dtype=np.int64)
     A = sp.csr_matrix((units.ravel() / _VALUE_QUANTUM, indices.ravel(), indptr), shape=(rows, dim))
     A.has_sorted_indices = True

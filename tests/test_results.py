@@ -66,6 +66,18 @@ def test_bits_per_worker_conventions(ef21_log):
         bits_per_worker(run, "bytes")
 
 
+def test_paper_bits_count_row_0_of_methods_without_initialisation(tmp_path):
+    """EF's and GD's row 0 is their first step (no g_i^0 to send), so the paper's count includes it."""
+    for algorithm, per_round in (("ef", 32 * 2), ("gd", 32 * 8)):
+        out, code = run_log(tmp_path, f"{algorithm}.h5", "--algorithm", algorithm, "--k", "2")
+        assert code == 0
+        run = load_run(out)
+        with h5py.File(out, "r") as f:
+            coords = f["coords_up"][()]
+        np.testing.assert_allclose(bits_per_worker(run, "paper"), 32.0 * np.cumsum(coords, axis=0).mean(axis=1))
+        assert bits_per_worker(run, "paper")[0] == per_round and bits_per_worker(run, "paper")[-1] == 61 * per_round
+
+
 def test_summary_numbers_match_the_log(ef21_log):
     run = load_run(ef21_log)
     with h5py.File(ef21_log, "r") as f:

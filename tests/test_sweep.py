@@ -38,8 +38,11 @@ def test_expand_grid_is_the_product_of_the_flags():
 
 
 def test_bits_budget_gives_every_k_the_same_bits():
-    configs = expand_grid(["phishing"], ["ef21", "gd"], [1], [1, 2, 3], bits_budget=6400)
-    assert [(c.k, c.rounds) for c in configs] == [(1, 200), (2, 100), (3, math.ceil(6400 / 96)), (68, 3)]
+    configs = expand_grid(["phishing"], ["ef21", "ef", "gd"], [1], [1, 2, 3], bits_budget=6400)
+    # EF21: rounds 1..R count (round 0 is the initialisation); EF and GD: rounds 0..R count
+    assert [(c.algorithm, c.k, c.rounds) for c in configs] == [
+        ("ef21", 1, 200), ("ef21", 2, 100), ("ef21", 3, math.floor(6400 / 96)),
+        ("ef", 1, 199), ("ef", 2, 99), ("ef", 3, math.floor(6400 / 96) - 1), ("gd", 68, 1)]
     capped = expand_grid(["phishing"], ["ef21"], [1], [1, 2], rounds=150, bits_budget=6400)
     assert [c.rounds for c in capped] == [150, 100]
     with pytest.raises(InputError):
