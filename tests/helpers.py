@@ -55,3 +55,14 @@ def assert_same_log(a: Path, b: Path) -> None:
     for key in set(aa) | set(ab):
         if key not in VOLATILE_ATTRS:
             np.testing.assert_array_equal(aa[key], ab[key], err_msg=key)
+
+
+def write_pm1_libsvm(path, N=120, d=8, seed=0):
+    """A small random LibSVM file with +-1 labels and 4 nonzeros per row (used by the results-tool tests)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for _ in range(N):
+            idx = np.sort(rng.choice(d, 4, replace=False))
+            f.write(("1" if rng.random() < 0.5 else "-1") + " "
+                    + " ".join(f"{j + 1}:{rng.normal():.4f}" for j in idx) + "\n")
+    return path

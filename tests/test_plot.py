@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_pm1_libsvm as write_libsvm
 
 from ef21_mpi import plot_cmd
 from ef21_mpi.cli import main
 from ef21_mpi.results import bits_per_worker, load_run
 
 pytest.importorskip("matplotlib")
-
-
-def write_libsvm(path, N=120, d=8, seed=0):
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        for _ in range(N):
-            idx = np.sort(rng.choice(d, 4, replace=False))
-            f.write(("1" if rng.random() < 0.5 else "-1") + " "
-                    + " ".join(f"{j + 1}:{rng.normal():.4f}" for j in idx) + "\n")
 
 
 @pytest.fixture(scope="module")

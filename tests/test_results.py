@@ -9,21 +9,11 @@ import threading
 import h5py
 import numpy as np
 import pytest
+from helpers import write_pm1_libsvm as write_libsvm
 
 from ef21_mpi.cli import main
 from ef21_mpi.errors import InputError
 from ef21_mpi.results import Run, bits_per_worker, label, load_run, outcome, summary, tuning_key
-
-
-def write_libsvm(path, N=120, d=8, seed=0):
-    """A small random LibSVM file with +-1 labels and 4 nonzeros per row."""
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        for _ in range(N):
-            idx = np.sort(rng.choice(d, 4, replace=False))
-            f.write(("1" if rng.random() < 0.5 else "-1") + " "
-                    + " ".join(f"{j + 1}:{rng.normal():.4f}" for j in idx) + "\n")
-    return path
 
 
 def run_log(tmp_path, name="run.h5", *extra):

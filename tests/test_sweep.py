@@ -7,22 +7,13 @@ import math
 import sys
 
 import h5py
-import numpy as np
 import pytest
+from helpers import write_pm1_libsvm as write_libsvm
 
 from ef21_mpi.cli import build_parser, main
 from ef21_mpi.errors import InputError
 from ef21_mpi.results import load_run
 from ef21_mpi.sweep import Config, command, expand_grid, grid_from_args
-
-
-def write_libsvm(path, N=120, d=8, seed=0):
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        for _ in range(N):
-            idx = np.sort(rng.choice(d, 4, replace=False))
-            f.write(("1" if rng.random() < 0.5 else "-1") + " "
-                    + " ".join(f"{j + 1}:{rng.normal():.4f}" for j in idx) + "\n")
 
 
 def test_expand_grid_is_the_product_of_the_flags():
