@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -66,12 +67,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_output(output: Path) -> None:
+def check_output(output: str | os.PathLike, flag: str = "-o") -> None:
+    """A figure path must have a known format suffix and an existing folder (checked before any work)."""
+    output = Path(output)
     if output.suffix.lower() not in FORMATS:
-        raise InputError(f"-o {output}: unknown figure format; use one of {', '.join(FORMATS)}")
+        raise InputError(f"{flag} {output}: unknown figure format; use one of {', '.join(FORMATS)}")
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
-        raise InputError(f"-o {output}: folder {folder} does not exist")
+        raise InputError(f"{flag} {output}: folder {folder} does not exist")
 
 
 def _matplotlib():

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
+from .plot_cmd import check_output
 from .theory import format_report, theory_report
 
-FORMATS = (".png", ".pdf", ".svg")
 PANEL_SIZE = (4.8, 3.6)  # inches per panel
 MAX_COLUMNS = 3
 
@@ -40,7 +40,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
     if not math.isfinite(args.f_inf):
         raise InputError(f"--f-inf must be a finite number, got {args.f_inf!r}")
     if args.plot:
-        check_figure_path(args.plot)
+        check_output(args.plot, "--plot")
     reports = [theory_report(path, f_inf=args.f_inf) for path in args.logs]
     if args.json:
         print(json.dumps(reports, indent=2))
@@ -49,15 +49,6 @@ def cmd_theory(args: argparse.Namespace) -> int:
     if args.plot:
         plot_theory(args.logs, args.plot, f_inf=args.f_inf)
     return 1 if args.check and any(r["violation"] for r in reports) else 0
-
-
-def check_figure_path(out: str | os.PathLike) -> None:
-    out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise InputError(f"--plot {out}: unknown figure format; use one of {', '.join(FORMATS)}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"--plot {out}: folder {folder} does not exist")
 
 
 def _title(r: dict) -> str:
@@ -95,7 +86,7 @@ def plot_theory(paths: Sequence[str | os.PathLike], out: str | os.PathLike, f_in
     except ImportError:
         raise InputError("plotting needs matplotlib: pip install 'ef21-mpi[plot]'") from None
     out = Path(out)
-    check_figure_path(out)
+    check_output(out, "--plot")
     reports = [r for r in (theory_report(p, f_inf=f_inf, curves=True) for p in paths) if r["theorem"] is not None]
     reports = [r for r in reports if len((r["theorem2"] or r["theorem3"]).get("bound", [])) > 0]
     if not reports:
