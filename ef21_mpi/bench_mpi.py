@@ -3,12 +3,12 @@
 Launched by `ef21_mpi.bench` as ``mpiexec -n N python -m mpi4py -m ef21_mpi.bench_mpi --spec FILE`` (``-m mpi4py``
 turns an exception on any rank into an abort instead of a hang). In that one launch:
 
-1. **Communication floor**, measured just before each run: the MPI backend's round pattern with no
-   computation (``Bcast`` of ``d + 1`` doubles from rank 0, then ``Gatherv`` of every worker's ``12 k``-byte
-   message into 8-byte aligned slots), timed on rank 0 round by round; then the same with the monitoring
-   ``Gatherv`` (``d + 2`` doubles per worker) that logged rounds add.
+1. **Communication floor**, measured just before each run: the MPI backend's round pattern (the same
+   `wire` objects, waited for the same way) with no computation: the broadcast of ``d + 1`` doubles from
+   rank 0, then the gather of every worker's ``12 k``-byte slot, timed on rank 0 round by round; then the
+   same with the ``d + 2``-double monitoring row that logged rounds append to each slot.
 2. **Real runs**: ``ef21-mpi run`` exactly as a user launches it (`ef21_mpi.cli.main` on every rank). The
-   class method ``Worker.round`` is wrapped to time each worker's computation (wall and CPU seconds);
+   class method ``WorkerGroup.round`` is wrapped to time each worker's computation (wall and CPU seconds);
    the per-round time comes from the log's ``wall_time``.
 3. **Isolated compute**: after a run, each worker in turn repeats its last round (plain and logged) while
    every other rank sleeps: what one round of that worker costs on an otherwise idle core.
@@ -32,9 +32,10 @@ import numpy as np
 
 from . import worker as worker_module
 from .cli import main as cli_main
+from .compressors import TopK
+from .methods import make_method
 from .runlog import RunLog
-
-INDEX_BYTES, VALUE_BYTES = 4, 8
+from .wire import Slots
 
 
 def _quiet_barrier(comm, poll: float = 0.0005) -> None:
@@ -45,43 +46,37 @@ def _quiet_barrier(comm, poll: float = 0.0005) -> None:
 
 
 def communication_floor(comm, d: int, k: int, rounds: int, warmup: int, monitored: bool) -> list[float]:
-    """Seconds per round on rank 0 of ``Bcast(d + 1)`` + ``Gatherv(12 k bytes per worker)`` (+ monitor ``Gatherv``)."""
+    """Seconds per round on rank 0 of the backend's own round pattern with no computation.
+
+    The same `wire` layout as a run: ``Bcast`` of ``d + 1`` doubles, then ``Gatherv`` of every worker's
+    ``12 k``-byte Top-k slot (with its ``d + 2``-double monitoring row when ``monitored``).
+    """
     from mpi4py import MPI
 
     n = comm.Get_size() - 1
     rank = comm.Get_rank()
-    nbytes = k * (VALUE_BYTES + INDEX_BYTES)
-    slot = (nbytes + 7) // 8 * 8
+    slots = Slots(make_method("ef21", TopK(k, d), 1.0, n, d), n, d)
     xbuf = np.zeros(d + 1)
-    monitor = np.zeros(d + 2)
-    if rank == 0:
-        recv = np.zeros(max(n * slot, 1), dtype=np.uint8)
-        layout = [recv, [0] + [nbytes] * n, [0] + [i * slot for i in range(n)], MPI.BYTE]
-        monitors = np.zeros((n, d + 2))
-        mon_layout = [monitors, [0] + [d + 2] * n, [0] + [i * (d + 2) for i in range(n)], MPI.DOUBLE]
-        empty_bytes, empty_doubles = np.zeros(0, dtype=np.uint8), np.zeros(0)
-    else:
-        send = np.zeros(nbytes, dtype=np.uint8)
+    send = np.zeros(slots.nbytes(1, monitored), dtype=np.uint8)
+    recv = np.zeros(max(n * slots.stride[1], 8), dtype=np.uint8)
+    counts, displs = slots.layout(1, monitored)
+    empty = np.zeros(0, dtype=np.uint8)
     times = []
     _quiet_barrier(comm)
     for t in range(warmup + rounds):
         started = time.perf_counter()
         comm.Bcast(xbuf, root=0)
         if rank == 0:
-            comm.Gatherv(empty_bytes, layout, root=0)
-            if monitored:
-                comm.Gatherv(empty_doubles, mon_layout, root=0)
+            comm.Gatherv(empty, [recv, counts, displs, MPI.BYTE], root=0)
         else:
             comm.Gatherv(send, None, root=0)
-            if monitored:
-                comm.Gatherv(monitor, None, root=0)
         if t >= warmup:
             times.append(time.perf_counter() - started)
     return times
 
 
 class WorkerTimer:
-    """Wraps ``Worker.round`` (a class attribute, so every worker the backend builds is timed)."""
+    """Wraps ``WorkerGroup.round`` (a class attribute, so every worker the backend builds is timed)."""
 
     def __init__(self):
         self.calls: list[tuple[int, float, float]] = []  # (t, wall seconds, CPU seconds)
@@ -89,7 +84,7 @@ class WorkerTimer:
         self.last_x = None
         self.snapshot_at: int | None = None
         self.snapshot = None
-        self._original = worker_module.Worker.round
+        self._original = worker_module.WorkerGroup.round
 
     def install(self) -> None:
         original = self._original
@@ -103,10 +98,10 @@ class WorkerTimer:
                 self.snapshot = tracemalloc.take_snapshot()
             return message
 
-        worker_module.Worker.round = timed_round
+        worker_module.WorkerGroup.round = timed_round
 
     def uninstall(self) -> None:
-        worker_module.Worker.round = self._original
+        worker_module.WorkerGroup.round = self._original
 
     def reset(self) -> None:
         self.calls, self.worker, self.last_x, self.snapshot = [], None, None, None
@@ -162,7 +157,7 @@ def isolated_compute(comm, timer: WorkerTimer, repeats: int) -> dict | None:
         if rank == turn and timer.worker is not None and timer.last_x is not None:
             x = np.array(timer.last_x, copy=True)
             result = {}
-            for name, monitor in (("plain", None), ("logged", np.zeros(x.shape[0] + 2))):
+            for name, monitor in (("plain", None), ("logged", np.zeros((1, x.shape[0] + 2)))):
                 times = []
                 for _ in range(repeats):
                     started = time.perf_counter()

@@ -3,7 +3,7 @@
 A backend supplies a *cluster*: ``round(x, t, logged)`` hands ``x^t`` to the n workers and returns their
 messages (in worker order), the bytes each put on the wire, and (on logged rounds) their monitoring
 rows; ``worker_snapshots()`` collects every worker's state for a checkpoint; ``stop()`` releases them.
-The serial backend's cluster is a loop over `Worker` objects; the MPI backend's moves the same bytes
+The serial backend's cluster is one `WorkerGroup` of all n workers; the MPI backend's moves the same bytes
 through ``Bcast``/``Gatherv``.
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from .config import RunConfig
 from .data import Dataset, shard_bounds
 from .errors import InputError
 from .methods import Method, make_method
-from .problems import Constants, Shard, make_shard, smoothness_constants
+from .problems import Constants, ShardGroup, make_shards, smoothness_constants
 from .registry import load as load_dataset
 from .stepsizes import Theory, theory
 
@@ -47,9 +48,9 @@ class Experiment:
     def d(self) -> int:
         return self.dataset.d
 
-    def make_shard(self, i: int) -> Shard:
-        A, y = self.shards[i]
-        return make_shard(self.cfg.problem, A, y, self.cfg.lam)
+    def make_shards(self, workers: Sequence[int]) -> ShardGroup:
+        """The objective of the given workers, evaluated together (see `problems`)."""
+        return make_shards(self.cfg.problem, [self.shards[i] for i in workers], self.cfg.lam)
 
     def method(self) -> Method:
         return make_method(self.cfg.algorithm, self.compressor, self.gamma, self.n, self.d, self.cfg.init)

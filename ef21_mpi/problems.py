@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh
-from scipy.special import expit
 
 from .errors import InputError
 
@@ -23,30 +21,74 @@ DENSE_EIG_MAX_D = 500
 PROBLEMS = ("logreg", "least-squares")
 
 
-class Shard(Protocol):
-    """What a worker needs from its part of the objective."""
+class _ShardGroup:
+    """The ``f_i`` of the m workers one process holds, evaluated for all of them in one pass.
 
-    n_rows: int
+    All rows are stacked in one CSR matrix (for the per-row products ``A x``); the blocks' transposes are
+    stacked block-diagonally, so one CSR product gives every worker's ``A_i^T s_i`` as a row of an m x d
+    array. Each row is summed exactly as a lone worker sums it (the same terms in the same order), so the
+    results do not depend on how workers are grouped into processes: a serial run of n workers and n MPI
+    ranks of one worker each agree bit for bit.
+    """
 
-    def loss(self, x: np.ndarray) -> float: ...
-
-    def grad(self, x: np.ndarray) -> np.ndarray: ...
-
-    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]: ...
-
-    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
-
-
-class LogisticShard:
-    """``f_i(x) = mean_j log(1 + exp(-y_j a_j^T x)) + lam * sum_k x_k^2 / (1 + x_k^2)`` (SPEC 1.1, paper eq. (19))."""
-
-    def __init__(self, A: sp.csr_matrix, y: np.ndarray, lam: float):
-        # Label-scaled rows b_j = y_j a_j, kept in CSR (for B x) and in CSR of B^T (for B^T s).
-        self.B = sp.csr_matrix(sp.diags(y) @ A)
-        self.BT = sp.csr_matrix(self.B.T)
+    def __init__(self, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float):
+        self.m = len(blocks)
+        self.d = blocks[0][0].shape[1]
         self.lam = float(lam)
-        self.n_rows = A.shape[0]
-        self.d = A.shape[1]
+        self.n_rows = np.array([A.shape[0] for A, _ in blocks], dtype=np.int64)
+        self.bounds = np.concatenate([[0], np.cumsum(self.n_rows)])
+        # 1/N_i on every row of worker i (1 for an empty worker, whose rows never occur)
+        self.row_count = np.repeat(np.maximum(self.n_rows, 1).astype(np.float64), self.n_rows)
+
+    def _stack(self, blocks: Sequence[sp.csr_matrix]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """``(M, M_T)``: the rows stacked, and the transposes stacked block-diagonally (m d x N)."""
+        M = sp.vstack(blocks, format="csr") if self.m > 1 else sp.csr_matrix(blocks[0])
+        transposes = []
+        for (lo, _), block in zip(zip(self.bounds[:-1], self.bounds[1:]), blocks):
+            T = sp.csr_matrix(block.T)
+            transposes.append(sp.csr_matrix((T.data, T.indices + int(lo), T.indptr), shape=(self.d, M.shape[0])))
+        M_T = sp.vstack(transposes, format="csr") if self.m > 1 else transposes[0]
+        return M, M_T
+
+    def _per_worker(self, products: np.ndarray) -> np.ndarray:
+        return products.reshape(self.m, self.d)
+
+    def _segment_sums(self, per_row: np.ndarray) -> np.ndarray:
+        """``sum_{j in rows of i} per_row[j]`` for each worker: one ``reduceat``, each segment summed on its own."""
+        if per_row.size == 0:
+            return np.zeros(self.m)
+        sums = np.add.reduceat(per_row, np.minimum(self.bounds[:-1], per_row.size - 1))
+        sums[self.n_rows == 0] = 0.0  # reduceat gives an empty segment the next row's value
+        return sums
+
+    def grads(self, x: np.ndarray) -> np.ndarray:
+        """Every worker's ``grad f_i(x)`` as the rows of an m x d array."""
+        return self.losses_and_grads(x, with_losses=False)[1]
+
+    def losses_and_grads(self, x: np.ndarray, with_losses: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        raise NotImplementedError
+
+    # -- the mean of the group's f_i (for one worker: f_i itself) ----------------------------------
+    def loss(self, x: np.ndarray) -> float:
+        return float(self.losses_and_grads(x)[0].mean())
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        return self.grads(x).mean(axis=0)
+
+    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        losses, grads = self.losses_and_grads(x)
+        return float(losses.mean()), grads.mean(axis=0)
+
+
+class LogisticShards(_ShardGroup):
+    """``f_i(x) = mean_j log(1 + exp(-y_j a_j^T x)) + lam * sum_k x_k^2 / (1 + x_k^2)`` (SPEC 1.1, paper eq. (19)).
+
+    Rows are kept label-scaled, ``b_j = y_j a_j``, so the margins are ``B x``.
+    """
+
+    def __init__(self, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float):
+        super().__init__(blocks, lam)
+        self.B, self.BT = self._stack([sp.csr_matrix(sp.diags(y) @ A) for A, y in blocks])
 
     def _regulariser_value(self, x: np.ndarray) -> float:
         x2 = x * x
@@ -62,73 +104,73 @@ class LogisticShard:
         return g
 
     @staticmethod
-    def _mean_logistic_loss(margins: np.ndarray) -> float:
-        # log(1 + exp(-m)) = log1p(exp(-|m|)) + max(-m, 0): stable for any margin, cheaper than logaddexp
-        return float(np.sum(np.log1p(np.exp(-np.abs(margins))) + np.maximum(-margins, 0.0))) / margins.shape[0]
+    def _row_losses(margins: np.ndarray) -> np.ndarray:
+        # log(1 + exp(-m)) = log1p(exp(-|m|)) - min(m, 0): stable for any margin
+        loss = np.abs(margins)
+        np.negative(loss, out=loss)
+        np.exp(loss, out=loss)
+        np.log1p(loss, out=loss)
+        loss -= np.minimum(margins, 0.0)
+        return loss
 
-    def loss(self, x: np.ndarray) -> float:
-        data = self._mean_logistic_loss(self.B @ x) if self.n_rows else 0.0
-        return data + self._regulariser_value(x)
+    def _sigmoid_weights(self, margins: np.ndarray) -> np.ndarray:
+        # d/dm log(1 + exp(-m)) / N_i = -1 / ((1 + exp(m)) N_i); exp overflowing to inf gives the right 0
+        s = np.exp(margins)
+        s += 1.0
+        s *= self.row_count
+        return np.divide(-1.0, s, out=s)
 
-    def _data_grad(self, margins: np.ndarray, BT: sp.csr_matrix, n_rows: int) -> np.ndarray:
-        # d/dx log(1+exp(-m)) = -sigmoid(-m) * b; expit is stable for any margin.
-        return BT @ (expit(-margins) * (-1.0 / n_rows))
-
-    def grad(self, x: np.ndarray) -> np.ndarray:
-        g = self._regulariser_grad(x)
-        if self.n_rows:
-            g += self._data_grad(self.B @ x, self.BT, self.n_rows)
-        return g
-
-    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        reg_value, g = self._regulariser_value(x), self._regulariser_grad(x)
-        if not self.n_rows:
-            return reg_value, g
+    def losses_and_grads(self, x: np.ndarray, with_losses: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         margins = self.B @ x
-        g += self._data_grad(margins, self.BT, self.n_rows)
-        return self._mean_logistic_loss(margins) + reg_value, g
+        with np.errstate(over="ignore"):
+            grads = self._per_worker(self.BT @ self._sigmoid_weights(margins))
+        grads += self._regulariser_grad(x)
+        if not with_losses:
+            return None, grads
+        losses = self._segment_sums(self._row_losses(margins)) / np.maximum(self.n_rows, 1)
+        return losses + self._regulariser_value(x), grads
 
-    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Gradient of the loss on ``rows`` of this shard plus the full regulariser (EF21-SGD)."""
-        Bs = self.B[rows]
+    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray, worker: int = 0) -> np.ndarray:
+        """Gradient of worker ``worker``'s loss on its ``rows`` plus the full regulariser (EF21-SGD)."""
+        Bs = self.B[self.bounds[worker] + np.asarray(rows)]
         g = self._regulariser_grad(x)
-        g += Bs.T @ (expit(-(Bs @ x)) * (-1.0 / len(rows)))
+        with np.errstate(over="ignore"):
+            g += Bs.T @ (-1.0 / ((1.0 + np.exp(Bs @ x)) * len(rows)))
         return g
 
 
-class LeastSquaresShard:
+class LeastSquaresShards(_ShardGroup):
     """``f_i(x) = ||A_i x - y_i||^2 / (2 N_i) + lam/2 ||x||^2`` (SPEC 1.2)."""
 
-    def __init__(self, A: sp.csr_matrix, y: np.ndarray, lam: float):
-        self.A = sp.csr_matrix(A)
-        self.AT = sp.csr_matrix(self.A.T)
-        self.y = np.asarray(y, dtype=np.float64)
-        self.lam = float(lam)
-        self.n_rows = A.shape[0]
-        self.d = A.shape[1]
+    def __init__(self, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float):
+        super().__init__(blocks, lam)
+        self.A, self.AT = self._stack([sp.csr_matrix(A) for A, _ in blocks])
+        self.y = np.concatenate([np.asarray(y, dtype=np.float64) for _, y in blocks])
 
-    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+    def losses_and_grads(self, x: np.ndarray, with_losses: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         r = self.A @ x - self.y
-        n = max(self.n_rows, 1)
-        value = float(r @ r) / (2.0 * n) + 0.5 * self.lam * float(x @ x)
-        return value, self.AT @ (r / n) + self.lam * x
+        grads = self._per_worker(self.AT @ (r / self.row_count))
+        grads += self.lam * x
+        if not with_losses:
+            return None, grads
+        losses = self._segment_sums(r * r) / (2.0 * np.maximum(self.n_rows, 1)) + 0.5 * self.lam * float(x @ x)
+        return losses, grads
 
-    def loss(self, x: np.ndarray) -> float:
-        return self.loss_and_grad(x)[0]
-
-    def grad(self, x: np.ndarray) -> np.ndarray:
-        return self.loss_and_grad(x)[1]
-
-    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray, worker: int = 0) -> np.ndarray:
+        rows = self.bounds[worker] + np.asarray(rows)
         As = self.A[rows]
         return As.T @ ((As @ x - self.y[rows]) / len(rows)) + self.lam * x
 
 
-def make_shard(problem: str, A: sp.csr_matrix, y: np.ndarray, lam: float) -> Shard:
+ShardGroup = LogisticShards | LeastSquaresShards
+
+
+def make_shards(problem: str, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float) -> ShardGroup:
+    """The objective of the workers holding ``blocks`` (one ``(A_i, y_i)`` per worker)."""
     if problem == "logreg":
-        return LogisticShard(A, y, lam)
+        return LogisticShards(blocks, lam)
     if problem == "least-squares":
-        return LeastSquaresShard(A, y, lam)
+        return LeastSquaresShards(blocks, lam)
     raise InputError(f"unknown problem {problem!r}; expected one of {', '.join(PROBLEMS)}")
 
 
@@ -204,5 +246,5 @@ def least_squares_optimum(shards: Sequence[tuple[sp.csr_matrix, np.ndarray]], la
         x_star, info = cg(op, rhs, rtol=1e-13, maxiter=10 * d)
         if info != 0:
             raise RuntimeError(f"conjugate gradients did not reach x* for least squares (info={info})")
-    f_star = float(np.mean([LeastSquaresShard(A, y, lam).loss(x_star) for A, y in shards]))
+    f_star = LeastSquaresShards(shards, lam).loss(x_star)
     return x_star, f_star

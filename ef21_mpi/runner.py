@@ -26,7 +26,7 @@ from .methods import Method
 from .resume import ResumeRequest, read_attrs, restore, resume_config
 from .runlog import RunLog, acquire_writer_lock, lock_path
 from .serial import SerialCluster
-from .worker import Worker
+from .worker import WorkerGroup
 
 EXIT_CODES = {"completed": 0, "converged": 0, "failed": 1, "diverged": 3}
 
@@ -134,12 +134,12 @@ def run_serial(cfg: RunConfig, resume: bool) -> int:
     exp = build(cfg, cfg.workers)
     method = exp.method()
     batch = cfg.batch_size if cfg.algorithm == "ef21-sgd" else None
-    workers = [Worker(method, exp.make_shard(i), exp.seeds[i], batch) for i in range(exp.n)]
+    group = WorkerGroup(method, exp.make_shards(range(exp.n)), exp.seeds, batch)
     side = prepare_master(cfg, exp, method, "serial", "", 1, resume)
-    for worker, snapshot in zip(workers, side.snapshots or []):
-        snapshot.restore(worker.state)
+    for state, snapshot in zip(group.states, side.snapshots or []):
+        snapshot.restore(state)
     try:
-        outcome = run_master(method, side.loop, SerialCluster(workers, exp.d), side.log, side.options)
+        outcome = run_master(method, side.loop, SerialCluster(group, exp.d), side.log, side.options)
     except BaseException:
         side.log.flush(side.log.x, status="failed")  # whatever happened, the log must not claim to be running
         raise

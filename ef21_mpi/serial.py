@@ -1,8 +1,6 @@
-"""The serial backend: all n workers in this process, called in worker order."""
+"""The serial backend: all n workers in this process, as one group."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -10,7 +8,7 @@ from .checkpoint import WorkerSnapshot
 from .engine import RunFailed
 from .faults import FaultInjector
 from .methods import Message
-from .worker import Worker
+from .worker import WorkerGroup
 
 
 def message_nbytes(m: Message) -> int:
@@ -19,27 +17,29 @@ def message_nbytes(m: Message) -> int:
 
 
 class SerialCluster:
-    """The n workers as objects in this process; ``round`` is a loop over them."""
+    """All n workers in this process, as one `WorkerGroup`; ``round`` computes them in one pass."""
 
-    def __init__(self, workers: Sequence[Worker], d: int):
-        self.workers = list(workers)
-        self.monitors = np.empty((len(self.workers), d + 2))
-        self.faults = [FaultInjector.from_environment(i + 1) for i in range(len(self.workers))]
+    def __init__(self, group: WorkerGroup, d: int):
+        self.group = group
+        self.monitors = np.empty((group.m, d + 2))
+        self.faults = [FaultInjector.from_environment(i + 1) for i in range(group.m)]
 
     def round(self, x: np.ndarray, t: int, logged: bool) -> tuple[list[Message], np.ndarray, np.ndarray | None]:
-        x_seen = x.copy()  # each worker gets its own copy, as over a wire
-        messages = []
-        for i, w in enumerate(self.workers):
-            try:
-                self.faults[i].maybe_fail(t)
-                messages.append(w.round(x_seen, t, self.monitors[i] if logged else None))
-            except Exception as err:
-                raise RunFailed(f"worker {i} failed in round {t}: {type(err).__name__}: {err}", t) from err
+        x_seen = x.copy()  # the workers get their own copy, as over a wire
+        who = "a worker"
+        try:
+            for i, fault in enumerate(self.faults):
+                who = f"worker {i}"
+                fault.maybe_fail(t)
+            who = "a worker"  # the group computes in one pass: a failure there belongs to no single worker
+            messages = self.group.round(x_seen, t, self.monitors if logged else None)
+        except Exception as err:
+            raise RunFailed(f"{who} failed in round {t}: {type(err).__name__}: {err}", t) from err
         wire_bytes = np.array([message_nbytes(m) for m in messages], dtype=np.int64)
         return messages, wire_bytes, (self.monitors if logged else None)
 
     def worker_snapshots(self) -> list[WorkerSnapshot]:
-        return [WorkerSnapshot.of(w.state) for w in self.workers]
+        return [WorkerSnapshot.of(state) for state in self.group.states]
 
     def stop(self) -> None:
         pass

@@ -1,48 +1,70 @@
-"""One worker: its shard, its method state, and what it does in a round. Used unchanged by every backend."""
+"""The workers one process holds: their shards, their method states, and what they do in a round.
+
+The serial backend holds all n workers in one group; an MPI rank holds a group of one. The gradients of
+a group come from one pass over its stacked shards (`problems`), computed row for row as a lone worker
+computes them, and each worker then runs the method's update on its own state, so the grouping never
+changes a number.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from .methods import Message, Method, WorkerState
-from .problems import Shard
+from .problems import ShardGroup
 
 
-class Worker:
-    """Worker ``i``: computes its gradient at the broadcast ``x``, updates its state and returns its message.
+class WorkerGroup:
+    """Workers ``first .. first + m - 1``: their gradients at the broadcast ``x``, state updates and messages.
 
-    When the round is logged it also fills its monitoring row ``[grad_i(x), f_i(x), ||g_i - grad_i(x)||^2]``
+    On a logged round each worker also fills its monitoring row ``[grad_i(x), f_i(x), ||g_i - grad_i(x)||^2]``
     (the last NaN for methods without ``g_i``), which travels on a channel not counted as the method's traffic.
     """
 
-    def __init__(self, method: Method, shard: Shard, seed: np.random.SeedSequence, batch_size: int | None = None):
+    def __init__(self, method: Method, shards: ShardGroup, seeds: Sequence[np.random.SeedSequence],
+                 batch_size: int | None = None, first: int = 0):
         self.method = method
-        self.shard = shard
+        self.shards = shards
         self.batch_size = batch_size
-        self.state: WorkerState = method.new_worker_state(np.random.default_rng(seed))
+        self.first = first
+        self.states: list[WorkerState] = [method.new_worker_state(np.random.default_rng(s)) for s in seeds]
 
-    def _minibatch_rows(self) -> np.ndarray:
-        # tau rows without replacement from this worker's stream, in increasing order.
-        return np.sort(self.state.rng.choice(self.shard.n_rows, size=self.batch_size, replace=False))
+    @property
+    def m(self) -> int:
+        return len(self.states)
 
-    def round(self, x: np.ndarray, t: int, monitor: np.ndarray | None) -> Message:
-        d = x.shape[0]
+    def _minibatch_rows(self, j: int) -> np.ndarray:
+        # tau rows without replacement from worker j's stream, in increasing order.
+        return np.sort(self.states[j].rng.choice(self.shards.n_rows[j], size=self.batch_size, replace=False))
+
+    def _gradients(self, x: np.ndarray, logged: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(what each method step uses, full gradients, losses)``; the last two only on logged rounds."""
         if self.batch_size is None:
-            if monitor is None:
-                grad, loss = self.shard.grad(x), np.nan
-            else:
-                loss, grad = self.shard.loss_and_grad(x)
-            full_grad = grad
-        else:
-            rows = self._minibatch_rows()
-            grad = self.shard.grad(x) if len(rows) == self.shard.n_rows else self.shard.minibatch_grad(x, rows)
-            loss, full_grad = self.shard.loss_and_grad(x) if monitor is not None else (np.nan, None)
-        message = self.method.worker_round(self.state, grad, t)
-        if monitor is not None:
-            monitor[:d] = full_grad
-            monitor[d] = loss
-            monitor[d + 1] = _squared_distance(self.state.g_i, full_grad) if self.method.has_g else np.nan
-        return message
+            losses, grads = self.shards.losses_and_grads(x, with_losses=logged)
+            return grads, grads, losses
+        rows = [self._minibatch_rows(j) for j in range(self.m)]
+        losses, full = self.shards.losses_and_grads(x, with_losses=logged) if logged else (None, None)
+        used = np.empty((self.m, x.shape[0]))
+        for j, r in enumerate(rows):
+            if len(r) < self.shards.n_rows[j]:
+                used[j] = self.shards.minibatch_grad(x, r, worker=j)
+            else:  # tau = N_i: the full gradient, exactly
+                used[j] = full[j] if full is not None else self.shards.grads(x)[j]
+        return used, full, losses
+
+    def round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> list[Message]:
+        """Every worker's message for round ``t``; ``monitors`` (m x (d + 2)) is filled when given."""
+        d = x.shape[0]
+        used, full, losses = self._gradients(x, monitors is not None)
+        messages = [self.method.worker_round(state, used[j], t) for j, state in enumerate(self.states)]
+        if monitors is not None:
+            monitors[:, :d] = full
+            monitors[:, d] = losses
+            for j, state in enumerate(self.states):
+                monitors[j, d + 1] = _squared_distance(state.g_i, full[j]) if self.method.has_g else np.nan
+        return messages
 
 
 def _squared_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,10 +12,10 @@ import scipy.sparse as sp
 from ef21_mpi.compressors import Compressor
 from ef21_mpi.engine import LoopOptions, fresh_loop, run_master
 from ef21_mpi.methods import make_method
-from ef21_mpi.problems import LogisticShard
+from ef21_mpi.problems import LogisticShards
 from ef21_mpi.runlog import RunLog
 from ef21_mpi.serial import SerialCluster
-from ef21_mpi.worker import Worker
+from ef21_mpi.worker import WorkerGroup
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "data" / "fixtures"
@@ -59,9 +59,9 @@ def run_serial_direct(algorithm: str, compressor: Compressor, shards, gamma: flo
     n, d = len(shards), shards[0][0].shape[1]
     method = make_method(algorithm, compressor, gamma, n, d, init)
     seeds = np.random.SeedSequence(seed).spawn(n + 1)[1:]
-    workers = [Worker(method, LogisticShard(A, y, lam), seeds[i], batch_size) for i, (A, y) in enumerate(shards)]
+    group = WorkerGroup(method, LogisticShards(shards, lam), seeds, batch_size)
     log = RunLog(tmp_path / f"{algorithm}.h5", {}, n, d, flush_seconds=1e9)
     x0 = np.zeros(d) if x0 is None else x0
-    outcome = run_master(method, fresh_loop(method, x0), SerialCluster(workers, d), log,
+    outcome = run_master(method, fresh_loop(method, x0), SerialCluster(group, d), log,
                          LoopOptions(rounds, log_every=log_every))
     return log, outcome

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from ef21_mpi import problems
 from ef21_mpi.data import shard
-from ef21_mpi.problems import LeastSquaresShard, least_squares_optimum, smoothness_constants
+from ef21_mpi.problems import LeastSquaresShards, least_squares_optimum, smoothness_constants
 from ef21_mpi.registry import load
 
 TIMEOUT = 180
@@ -74,7 +74,7 @@ def check_against_dense(dense_shards, lam: float) -> None:
     np.testing.assert_allclose(x_star, ref["x_star"], rtol=1e-8, atol=1e-10)
     assert f_star == pytest.approx(ref["f_star"], rel=1e-12) and c.f_star == f_star
     # x* is stationary: the mean of the package's shard gradients vanishes there
-    grad = np.mean([LeastSquaresShard(A, y, lam).grad(x_star) for A, y in sparse_shards], axis=0)
+    grad = np.mean([LeastSquaresShards([(A, y)], lam).grad(x_star) for A, y in sparse_shards], axis=0)
     assert np.linalg.norm(grad) < 1e-10
 
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from ef21_mpi import problems
-from ef21_mpi.problems import LeastSquaresShard, LogisticShard, least_squares_optimum, smoothness_constants
+from ef21_mpi.problems import LeastSquaresShards, LogisticShards, least_squares_optimum, smoothness_constants
 
 LAM = 0.1
 
@@ -79,7 +79,7 @@ def test_logistic_loss_matches_dense_formula(seed: int) -> None:
     rng = np.random.default_rng(seed)
     A = random_csr(rng, 25, 9)
     y = random_labels(rng, 25)
-    shard = LogisticShard(A, y, LAM)
+    shard = LogisticShards([(A, y)], LAM)
     for scale in (0.0, 0.1, 1.0, 3.0):
         x = scale * rng.standard_normal(9)
         assert shard.loss(x) == pytest.approx(dense_logistic_loss(A.toarray(), y, x, LAM), rel=1e-13, abs=1e-15)
@@ -92,7 +92,7 @@ def test_logistic_grad_matches_central_differences(lam: float) -> None:
     rng = np.random.default_rng(10)
     A = random_csr(rng, 30, 8)
     y = random_labels(rng, 30)
-    shard = LogisticShard(A, y, lam)
+    shard = LogisticShards([(A, y)], lam)
     for scale in (0.3, 1.0, 2.0, 4.0):
         x = scale * rng.standard_normal(8)
         g = shard.grad(x)
@@ -104,7 +104,7 @@ def test_logistic_regulariser_alone_with_zero_data() -> None:
     # A zero matrix makes every margin 0: data term log 2 everywhere, data gradient 0, so the regulariser shows alone.
     rng = np.random.default_rng(11)
     d, N = 7, 5
-    shard = LogisticShard(sp.csr_matrix((N, d)), random_labels(rng, N), LAM)
+    shard = LogisticShards([(sp.csr_matrix((N, d)), random_labels(rng, N))], LAM)
     for scale in (0.1, 1.0, 5.0):
         x = scale * rng.standard_normal(d)
         assert shard.loss(x) == pytest.approx(np.log(2.0) + LAM * np.sum(x**2 / (1 + x**2)), rel=1e-14)
@@ -115,7 +115,7 @@ def test_logistic_regulariser_alone_with_zero_data() -> None:
 
 def test_logistic_empty_shard_is_regulariser_only() -> None:
     d = 4
-    shard = LogisticShard(sp.csr_matrix((0, d)), np.zeros(0), LAM)
+    shard = LogisticShards([(sp.csr_matrix((0, d)), np.zeros(0))], LAM)
     x = np.array([0.5, -1.0, 2.0, 0.0])
     expected_value = LAM * np.sum(x**2 / (1 + x**2))
     expected_grad = 2.0 * LAM * x / (1.0 + x**2) ** 2
@@ -129,7 +129,7 @@ def test_logistic_empty_shard_is_regulariser_only() -> None:
 def test_logistic_loss_and_grad_agree_with_loss_and_grad() -> None:
     rng = np.random.default_rng(12)
     A = random_csr(rng, 40, 10)
-    shard = LogisticShard(A, random_labels(rng, 40), LAM)
+    shard = LogisticShards([(A, random_labels(rng, 40))], LAM)
     for _ in range(5):
         x = 2.0 * rng.standard_normal(10)
         value, g = shard.loss_and_grad(x)
@@ -140,7 +140,7 @@ def test_logistic_loss_and_grad_agree_with_loss_and_grad() -> None:
 def test_logistic_grad_does_not_alias_between_calls() -> None:
     rng = np.random.default_rng(13)
     A = random_csr(rng, 10, 5)
-    shard = LogisticShard(A, random_labels(rng, 10), LAM)
+    shard = LogisticShards([(A, random_labels(rng, 10))], LAM)
     x = rng.standard_normal(5)
     g1 = shard.grad(x)
     g1_copy = g1.copy()
@@ -154,7 +154,7 @@ def test_logistic_huge_margins_hand_made(lam: float) -> None:
     A = sp.csr_matrix(np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]]))
     y = np.array([1.0, -1.0, 1.0, -1.0])
     x = np.array([1000.0, 1000.0, -1000.0])
-    shard = LogisticShard(A, y, lam)
+    shard = LogisticShards([(A, y)], lam)
     reg_value = lam * 3 * (1e6 / (1e6 + 1.0))
     reg_grad = 2.0 * lam * x / (1.0 + x**2) ** 2
     # log(1+e^-m) -> 0 for m -> +inf and -> -m for m -> -inf; exp(-1000) is far below double resolution.
@@ -183,7 +183,7 @@ def test_logistic_huge_margins_random(sign: float) -> None:
     x = x * (1000.0 / np.min(np.abs(margins)))
     margins = y * (A @ x)
     assert np.all(sign * margins >= 1000.0 - 1e-9)
-    shard = LogisticShard(A, y, LAM)
+    shard = LogisticShards([(A, y)], LAM)
     reg = LAM * np.sum(x**2 / (1 + x**2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -200,7 +200,7 @@ def test_logistic_small_tail_keeps_precision() -> None:
     # margin 40: log(1 + e^-40) = 4.25e-18, which a naive log(1 + exp(.)) rounds to 0.
     A = sp.csr_matrix(np.array([[1.0], [2.0]]))
     y = np.array([1.0, 1.0])
-    shard = LogisticShard(A, y, 0.0)
+    shard = LogisticShards([(A, y)], 0.0)
     x = np.array([40.0])
     expected = (np.log1p(np.exp(-40.0)) + np.log1p(np.exp(-80.0))) / 2
     assert shard.loss(x) == pytest.approx(expected, rel=1e-14)
@@ -210,7 +210,7 @@ def test_logistic_small_tail_keeps_precision() -> None:
 def test_logistic_minibatch_all_rows_equals_full_gradient() -> None:
     rng = np.random.default_rng(15)
     A = random_csr(rng, 33, 9)
-    shard = LogisticShard(A, random_labels(rng, 33), LAM)
+    shard = LogisticShards([(A, random_labels(rng, 33))], LAM)
     for _ in range(3):
         x = rng.standard_normal(9)
         full = shard.grad(x)
@@ -223,7 +223,7 @@ def test_logistic_minibatch_subset_matches_dense_formula() -> None:
     rng = np.random.default_rng(16)
     A = random_csr(rng, 40, 7)
     y = random_labels(rng, 40)
-    shard = LogisticShard(A, y, LAM)
+    shard = LogisticShards([(A, y)], LAM)
     dense = A.toarray()
     for tau in (1, 5, 17):
         rows = rng.choice(40, size=tau, replace=False)
@@ -280,7 +280,7 @@ def test_logistic_gradients_are_L_i_lipschitz() -> None:
     d = 10
     shards = random_shards(rng, SIZES, d)
     c = smoothness_constants("logreg", shards, LAM)
-    workers = [LogisticShard(A, y, LAM) for A, y in shards]
+    workers = [LogisticShards([(A, y)], LAM) for A, y in shards]
 
     def full_grad(x: np.ndarray) -> np.ndarray:
         return np.mean([w.grad(x) for w in workers], axis=0)
@@ -304,7 +304,7 @@ def test_logistic_L_i_is_attained_at_the_origin() -> None:
     for (A, y), L_i in zip(shards, c.L_i):
         dense = A.toarray()
         top = np.linalg.eigh(dense.T @ dense)[1][:, -1]
-        w = LogisticShard(A, y, LAM)
+        w = LogisticShards([(A, y)], LAM)
         eps = 1e-5
         ratio = np.linalg.norm(w.grad(eps * top) - w.grad(-eps * top)) / (2 * eps)
         assert ratio == pytest.approx(L_i, rel=1e-8)
@@ -317,7 +317,7 @@ def test_least_squares_loss_and_grad() -> None:
     rng = np.random.default_rng(30)
     A = random_csr(rng, 20, 8)
     y = random_labels(rng, 20)
-    shard = LeastSquaresShard(A, y, LAM)
+    shard = LeastSquaresShards([(A, y)], LAM)
     dense = A.toarray()
     for scale in (0.1, 1.0, 10.0):
         x = scale * rng.standard_normal(8)
@@ -365,7 +365,7 @@ def test_least_squares_constants_and_optimum(monkeypatch: pytest.MonkeyPatch, la
     got_x, got_f = least_squares_optimum(shards, LAM)
     np.testing.assert_allclose(got_x, x_star, rtol=1e-8, atol=1e-10)
     assert got_f == pytest.approx(f_star, rel=1e-10)
-    workers = [LeastSquaresShard(A, y, LAM) for A, y in shards]
+    workers = [LeastSquaresShards([(A, y)], LAM) for A, y in shards]
     grad_at_opt = np.mean([w.grad(got_x) for w in workers], axis=0)
     assert np.linalg.norm(grad_at_opt) < 1e-9
     # f* is the minimum: any perturbation raises the mean loss by at least mu/2 ||dx||^2.
@@ -397,7 +397,7 @@ def test_least_squares_gradients_are_lipschitz() -> None:
     d = 8
     shards = random_shards(rng, SIZES, d)
     c = smoothness_constants("least-squares", shards, LAM)
-    workers = [LeastSquaresShard(A, y, LAM) for A, y in shards]
+    workers = [LeastSquaresShards([(A, y)], LAM) for A, y in shards]
     for scale in (0.01, 1.0, 100.0):
         for _ in range(20):
             x = scale * rng.standard_normal(d)

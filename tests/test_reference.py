@@ -10,7 +10,7 @@ from ef21_mpi.engine import LoopOptions, fresh_loop, run_master
 from ef21_mpi.experiment import build
 from ef21_mpi.runlog import RunLog
 from ef21_mpi.serial import SerialCluster
-from ef21_mpi.worker import Worker, summarise
+from ef21_mpi.worker import WorkerGroup, summarise
 
 # data set: (L, L~, gamma top-1, f(x^0), ||grad f(x^0)||^2, ||grad f||^2 after 1000 EF21 rounds)
 REFERENCE = {
@@ -36,8 +36,8 @@ def test_constants_and_start_point(name, data_dir, tmp_path):
     assert exp.gamma == pytest.approx(gamma, rel=1e-8)
     d = exp.d
     monitors = np.empty((exp.n, d + 2))
-    for i in range(exp.n):
-        loss, grad = exp.make_shard(i).loss_and_grad(exp.x0)
+    for i in range(exp.n):  # each worker on its own, as an MPI rank computes it
+        loss, grad = exp.make_shards([i]).loss_and_grad(exp.x0)
         monitors[i, :d], monitors[i, d], monitors[i, d + 1] = grad, loss, 0.0
     norm_sq, f_value, _ = summarise(monitors, d)
     assert f_value == pytest.approx(f0, rel=1e-8)
@@ -49,9 +49,9 @@ def test_constants_and_start_point(name, data_dir, tmp_path):
 def test_1000_ef21_rounds(name, data_dir, tmp_path):
     exp = experiment(name, data_dir, tmp_path)
     method = exp.method()
-    workers = [Worker(method, exp.make_shard(i), exp.seeds[i]) for i in range(exp.n)]
+    group = WorkerGroup(method, exp.make_shards(range(exp.n)), exp.seeds)
     log = RunLog(tmp_path / "run.h5", {}, exp.n, exp.d, flush_seconds=1e9)
-    outcome = run_master(method, fresh_loop(method, exp.x0), SerialCluster(workers, exp.d), log,
+    outcome = run_master(method, fresh_loop(method, exp.x0), SerialCluster(group, exp.d), log,
                          LoopOptions(1000, log_every=100))
     assert outcome.status == "completed"
     assert log.column("round")[-1] == 1000

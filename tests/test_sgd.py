@@ -16,8 +16,8 @@ from helpers import VOLATILE, VOLATILE_ATTRS, read_log
 
 from ef21_mpi.compressors import TopK
 from ef21_mpi.methods import make_method
-from ef21_mpi.problems import LeastSquaresShard, LogisticShard
-from ef21_mpi.worker import Worker
+from ef21_mpi.problems import LeastSquaresShards, LogisticShards
+from ef21_mpi.worker import WorkerGroup
 
 LAM = 0.1
 TIMEOUT = 180  # seconds per launch
@@ -68,25 +68,25 @@ def dense_logistic_loss(A: np.ndarray, y: np.ndarray, x: np.ndarray) -> float:
 # --- the estimator and the draws -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shard_class", [LogisticShard, LeastSquaresShard])
+@pytest.mark.parametrize("shard_class", [LogisticShards, LeastSquaresShards])
 def test_minibatch_gradient_is_exactly_unbiased_over_all_subsets(shard_class):
     """Uniform tau-subsets without replacement: the mean over all C(N_i, tau) subsets is the full gradient."""
     A, labels = random_problem(7, 5, seed=1)
     y = 2.0 * labels - 1.0
-    shard = shard_class(sp.csr_matrix(A), y, LAM)
+    shard = shard_class([(sp.csr_matrix(A), y)], LAM)
     x = np.random.default_rng(2).standard_normal(5)
     subsets = [np.array(s) for s in itertools.combinations(range(7), 3)]
     grads = np.array([shard.minibatch_grad(x, rows) for rows in subsets])
     np.testing.assert_allclose(grads.mean(axis=0), shard.grad(x), rtol=1e-13, atol=1e-15)
     rows = subsets[10]
-    if shard_class is LogisticShard:  # one minibatch against the dense formula on its rows
+    if shard_class is LogisticShards:  # one minibatch against the dense formula on its rows
         np.testing.assert_allclose(grads[10], dense_logistic_grad(A[rows], y[rows], x), rtol=1e-13, atol=1e-15)
     else:
         expected = A[rows].T @ (A[rows] @ x - y[rows]) / 3 + LAM * x
         np.testing.assert_allclose(grads[10], expected, rtol=1e-13, atol=1e-15)
 
 
-class RecordingShard(LogisticShard):
+class RecordingShard(LogisticShards):
     """A logistic shard that remembers which rows each minibatch gradient used, and its value."""
 
     def __init__(self, *args):
@@ -94,8 +94,8 @@ class RecordingShard(LogisticShard):
         self.rows_seen: list[np.ndarray] = []
         self.grads_seen: list[np.ndarray] = []
 
-    def minibatch_grad(self, x, rows):
-        g = super().minibatch_grad(x, rows)
+    def minibatch_grad(self, x, rows, worker=0):
+        g = super().minibatch_grad(x, rows, worker)
         self.rows_seen.append(np.array(rows, copy=True))
         self.grads_seen.append(g.copy())
         return g
@@ -103,9 +103,9 @@ class RecordingShard(LogisticShard):
 
 def worker_draws(seed: np.random.SeedSequence, rounds: int, N: int = 12, tau: int = 4, d: int = 5):
     A, labels = random_problem(N, d, seed=3)
-    shard = RecordingShard(sp.csr_matrix(A), 2.0 * labels - 1.0, LAM)
+    shard = RecordingShard([(sp.csr_matrix(A), 2.0 * labels - 1.0)], LAM)
     method = make_method("ef21-sgd", TopK(1, d), 0.1, 1, d)
-    worker = Worker(method, shard, seed, batch_size=tau)
+    worker = WorkerGroup(method, shard, [seed], batch_size=tau)
     x = np.linspace(-1.0, 1.0, d)
     for t in range(rounds):
         worker.round(x, t, None)

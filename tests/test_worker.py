@@ -1,0 +1,111 @@
+"""Worker groups: holding n workers in one process must give exactly the numbers of n processes holding one each.
+
+The serial backend evaluates all workers in one pass over stacked shards; an MPI rank evaluates its one
+worker. These tests compare the two groupings bit for bit on awkward shards (uneven sizes, an empty worker,
+sizes that are not multiples of the SIMD width), and each worker's gradient against a dense formula.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ef21_mpi.compressors import RandK, TopK
+from ef21_mpi.methods import make_method
+from ef21_mpi.problems import LeastSquaresShards, LogisticShards
+from ef21_mpi.worker import WorkerGroup
+
+LAM = 0.1
+SIZES = [7, 0, 13, 1, 29, 8]  # uneven, one empty worker
+
+
+def shards(sizes=SIZES, d=11, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for N_i in sizes:
+        A = sp.random(N_i, d, density=0.4, format="csr", rng=rng, data_rvs=rng.standard_normal)
+        out.append((sp.csr_matrix(A), rng.choice([-1.0, 1.0], size=N_i)))
+    return out
+
+
+def dense_logistic(A, y, x):
+    if len(y) == 0:
+        return LAM * np.sum(x**2 / (1 + x**2)), 2 * LAM * x / (1 + x**2) ** 2
+    m = y * (A @ x)
+    loss = np.mean(np.log1p(np.exp(-m))) + LAM * np.sum(x**2 / (1 + x**2))
+    return loss, -(A.T @ (y / (1 + np.exp(m)))) / len(y) + 2 * LAM * x / (1 + x**2) ** 2
+
+
+@pytest.mark.parametrize("cls", [LogisticShards, LeastSquaresShards])
+def test_one_group_equals_one_group_per_worker_bit_for_bit(cls):
+    blocks = shards()
+    together = cls(blocks, LAM)
+    x = np.random.default_rng(1).standard_normal(11)
+    losses, grads = together.losses_and_grads(x)
+    assert grads.shape == (len(SIZES), 11)
+    for i, block in enumerate(blocks):
+        alone_losses, alone_grads = cls([block], LAM).losses_and_grads(x)
+        assert alone_losses[0] == losses[i]
+        np.testing.assert_array_equal(alone_grads[0], grads[i])
+    _, plain = together.losses_and_grads(x, with_losses=False)
+    np.testing.assert_array_equal(plain, grads)
+
+
+def test_group_gradients_and_losses_match_the_dense_formula():
+    blocks = shards()
+    x = np.random.default_rng(2).standard_normal(11)
+    losses, grads = LogisticShards(blocks, LAM).losses_and_grads(x)
+    for i, (A, y) in enumerate(blocks):
+        loss, grad = dense_logistic(A.toarray(), y, x)
+        assert losses[i] == pytest.approx(loss, rel=1e-13)
+        np.testing.assert_allclose(grads[i], grad, rtol=1e-12, atol=1e-15)
+
+
+def test_minibatch_gradient_of_a_worker_in_a_group_uses_its_own_rows():
+    blocks = shards()
+    group = LogisticShards(blocks, LAM)
+    x = np.random.default_rng(3).standard_normal(11)
+    rows = np.array([2, 5, 20])
+    A, y = blocks[4]
+    expected = dense_logistic(A.toarray()[rows], y[rows], x)[1]
+    np.testing.assert_allclose(group.minibatch_grad(x, rows, worker=4), expected, rtol=1e-12, atol=1e-15)
+    alone = LogisticShards([blocks[4]], LAM).minibatch_grad(x, rows)
+    np.testing.assert_array_equal(group.minibatch_grad(x, rows, worker=4), alone)
+
+
+@pytest.mark.parametrize("algorithm", ["ef21", "ef21-plus", "ef", "dcgd", "ef21-sgd"])
+@pytest.mark.parametrize("compressor", [TopK(2, 11), RandK(3, 11)])
+def test_worker_group_rounds_equal_lone_workers(algorithm, compressor):
+    """Messages, monitoring rows and states after 6 rounds: one group of all workers == one group per worker."""
+    sizes = [7, 13, 5, 29, 8]
+    blocks = shards(sizes)
+    n, d = len(sizes), 11
+    method = make_method(algorithm, compressor, 0.05, n, d)
+    seeds = np.random.SeedSequence(5).spawn(n)
+    batch = 3 if algorithm == "ef21-sgd" else None
+    together = WorkerGroup(method, LogisticShards(blocks, LAM), seeds, batch)
+    alone = [WorkerGroup(method, LogisticShards([b], LAM), [s], batch, first=i)
+             for i, (b, s) in enumerate(zip(blocks, seeds))]
+    x = np.random.default_rng(6).standard_normal(d)
+    monitors, monitor = np.empty((n, d + 2)), np.empty((1, d + 2))
+    for t in range(6):
+        logged = t % 2 == 0
+        messages = together.round(x, t, monitors if logged else None)
+        for i, worker in enumerate(alone):
+            (mine,) = worker.round(x, t, monitor if logged else None)
+            theirs = messages[i]
+            np.testing.assert_array_equal(mine.values, theirs.values)
+            assert (mine.indices is None) == (theirs.indices is None)
+            if mine.indices is not None:
+                np.testing.assert_array_equal(mine.indices, theirs.indices)
+            assert mine.flag == theirs.flag
+            if logged:
+                np.testing.assert_array_equal(monitor[0], monitors[i])
+        x = x - 0.05 * np.mean([m.values.sum() for m in messages])  # move x a little, the same for both
+    for i, worker in enumerate(alone):
+        for name in ("g_i", "e_i"):
+            a, b = getattr(worker.states[0], name), getattr(together.states[i], name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
