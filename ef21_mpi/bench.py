@@ -420,7 +420,7 @@ def format_report(result: dict) -> str:
                      f"each run preceded by its own floor measurement")
         for mode, label in (("log1", "every round logged"), ("sparse", f"--log-every {result['sparse_log_every']}")):
             q = p[mode]
-            floor_name = "Bcast d+1 + Gatherv 12 B/worker" + (" + monitor Gatherv" if mode == "log1" else "")
+            floor_name = "Bcast d+1 + Gatherv 12 B/worker" + (" + monitor row" if mode == "log1" else "")
             lines.append(row.format(f"communication floor: {floor_name}", _ms(q["floor"]), "", "", ""))
             lines.append(row.format("  per-rank compute, isolated (max over workers)", _ms(q["compute_max"]),
                                     "", "", ""))

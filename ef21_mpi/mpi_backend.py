@@ -4,14 +4,11 @@ Start-up (pickled messages are fine here): rank 0 validates, parses the data set
 constants, then sends every worker its shard as CSR arrays and the method's parameters; rank 0 keeps
 no shard. A start-up error on rank 0 is broadcast so every rank exits with status 2.
 
-Each round (buffers only, allocated once):
-- ``Bcast`` of ``[x^t, control]`` (``d + 1`` float64; ``control = 2 t + logged``, -1 to stop, -2 to
-  collect the workers' states for a checkpoint). The
-  control word is not counted in ``bits_down``, which counts the ``d`` values of ``x``.
-- ``Gatherv`` of every worker's message as raw bytes: values (float64), then indices (int32) for sparse
-  messages, then the EF21+ branch flag (1 byte). Rank 0 contributes nothing. Each slot is 8-byte aligned
-  in the receive buffer. ``bits_up`` is 8 x the byte count each worker handed to MPI.
-- On logged rounds, ``Gatherv`` of each worker's monitoring row ``[grad_i, f_i, G_i]`` (not counted).
+Each round moves buffers allocated once, one collective per direction (`wire`): the
+broadcast of ``[x^t, control]`` (``control = 2 t + logged``, -1 to stop, -2 to collect the workers'
+states for a checkpoint; the control word is not counted in ``bits_down``, which counts the ``d`` values
+of ``x``) and the gather of every worker's slot: its message as raw bytes, followed on logged rounds by
+its monitoring row. ``bits_up`` is 8 x the message bytes each worker handed to MPI.
 A worker that raises sends a one-line report to rank 0 on a separate tag, then answers every further
 round with zeros until told to stop; rank 0 checks for reports after every round, drops the rows from
 the failing round on, marks the log ``failed`` and stops everyone.
@@ -29,17 +26,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from .checkpoint import WorkerSnapshot
-from .compressors import INDEX_DTYPE, VALUE_DTYPE
 from .config import RunConfig
 from .engine import RunFailed, run_master
 from .errors import InputError
 from .experiment import build
 from .faults import FaultInjector
-from .methods import Message, MessageSpec, Method, make_method
-from .problems import make_shard
+from .methods import Method, make_method
+from .problems import make_shards
 from .resume import ResumeRequest
 from .runner import finish, prepare_master, resolve_config
-from .worker import Worker
+from .wire import Slots, pack, unpack
+from .worker import WorkerGroup
 
 TAG_ERROR = 77
 STOP = -1.0
@@ -52,81 +49,33 @@ def _mpi():
     return MPI
 
 
-def _aligned(nbytes: int) -> int:
-    return (nbytes + 7) // 8 * 8
-
-
-def pack(message: Message, spec: MessageSpec, out: np.ndarray) -> None:
-    """Write ``message`` into the byte buffer ``out`` (length ``spec.nbytes``) in wire order."""
-    nv = spec.n_values
-    vbytes = nv * np.dtype(VALUE_DTYPE).itemsize
-    out[:vbytes].view(VALUE_DTYPE)[:] = message.values
-    if spec.has_indices:
-        out[vbytes:vbytes + nv * np.dtype(INDEX_DTYPE).itemsize].view(INDEX_DTYPE)[:] = message.indices
-    if spec.has_flag:
-        out[spec.nbytes - 1] = message.flag
-
-
-def unpack(chunk: np.ndarray, spec: MessageSpec) -> Message:
-    """The `Message` whose bytes are ``chunk`` (views, no copies)."""
-    nv = spec.n_values
-    vbytes = nv * np.dtype(VALUE_DTYPE).itemsize
-    values = chunk[:vbytes].view(VALUE_DTYPE)
-    indices = chunk[vbytes:vbytes + nv * np.dtype(INDEX_DTYPE).itemsize].view(INDEX_DTYPE) if spec.has_indices else None
-    flag = int(chunk[spec.nbytes - 1]) if spec.has_flag else None
-    return Message(indices, values, flag)
-
-
-class _Channels:
-    """The preallocated buffers and ``Gatherv`` layouts shared by master and workers."""
-
-    def __init__(self, method: Method, n: int, d: int):
-        self.n, self.d = n, d
-        self.xbuf = np.zeros(d + 1)
-        self.specs = {0: method.message_spec(0), 1: method.message_spec(1)}
-        self.slot = {key: _aligned(spec.nbytes) for key, spec in self.specs.items()}
-
-    def spec(self, t: int) -> MessageSpec:
-        return self.specs[min(t, 1)]
-
-    def message_layout(self, t: int) -> tuple[list[int], list[int]]:
-        key = min(t, 1)
-        counts = [0] + [self.specs[key].nbytes] * self.n
-        displs = [0] + [i * self.slot[key] for i in range(self.n)]
-        return counts, displs
-
-
 class MpiCluster:
-    """The master's view of the workers: ``round`` = Bcast x, Gatherv messages (and monitors)."""
+    """The master's view of the workers: ``round`` = broadcast ``x``, gather the messages (and monitors)."""
 
     def __init__(self, comm, method: Method, n: int, d: int):
         self.comm, self.MPI = comm, _mpi()
-        self.ch = _Channels(method, n, d)
-        self.recv = {key: np.zeros(max(n * slot, 1), dtype=np.uint8) for key, slot in self.ch.slot.items()}
-        self.layout = {key: self.ch.message_layout(key) for key in (0, 1)}
+        self.slots = Slots(method, n, d)
+        self.xbuf = np.zeros(d + 1)
+        self.recv = {key: np.zeros(max(n * stride, 8), dtype=np.uint8) for key, stride in self.slots.stride.items()}
+        self.layouts = {(key, logged): self.slots.layout(key, logged) for key in (0, 1) for logged in (False, True)}
         self.empty = np.zeros(0, dtype=np.uint8)
-        self.monitors = np.zeros((n, d + 2))  # rank 0 only: every worker's monitoring row
-        self.mon_counts = [0] + [d + 2] * n
-        self.mon_displs = [0] + [i * (d + 2) for i in range(n)]
 
     def round(self, x: np.ndarray, t: int, logged: bool):
-        MPI, ch = self.MPI, self.ch
-        ch.xbuf[:-1] = x
-        ch.xbuf[-1] = 2 * t + int(logged)
-        self.comm.Bcast(ch.xbuf, root=0)
-        key = min(t, 1)
-        spec, recv = ch.spec(t), self.recv[key]
-        counts, displs = self.layout[key]
-        self.comm.Gatherv(self.empty, [recv, counts, displs, MPI.BYTE], root=0)
-        if logged:
-            self.comm.Gatherv(np.zeros(0), [self.monitors, self.mon_counts, self.mon_displs, MPI.DOUBLE], root=0)
+        slots, key = self.slots, min(t, 1)
+        self.xbuf[:-1] = x
+        self.xbuf[-1] = 2 * t + int(logged)
+        self.comm.Bcast(self.xbuf, root=0)
+        recv = self.recv[key]
+        counts, displs = self.layouts[key, logged]
+        self.comm.Gatherv(self.empty, [recv, counts, displs, self.MPI.BYTE], root=0)
         self._check_reports(t)
-        slot = ch.slot[key]
-        messages = [unpack(recv[i * slot:i * slot + spec.nbytes], spec) for i in range(ch.n)]
-        wire_bytes = np.array(counts[1:], dtype=np.int64)
+        spec, stride = slots.spec(t), slots.stride[key]
+        messages = [unpack(recv[i * stride:i * stride + spec.nbytes], spec) for i in range(slots.n)]
+        wire_bytes = np.full(slots.n, spec.nbytes, dtype=np.int64)
+        monitors = slots.monitor_rows(recv, key, slots.n) if logged else None
         if t == 0:
             self.recv[0] = self.empty  # the (possibly dense) round-0 slots are not needed again
-        return messages, wire_bytes, (self.monitors if logged else None)
+        return messages, wire_bytes, monitors
 
     def _check_reports(self, t: int) -> None:
         status = self.MPI.Status()
@@ -135,13 +84,13 @@ class MpiCluster:
             raise RunFailed(text, failed_round)
 
     def worker_snapshots(self) -> list[WorkerSnapshot]:
-        self.ch.xbuf[-1] = CHECKPOINT
-        self.comm.Bcast(self.ch.xbuf, root=0)
+        self.xbuf[-1] = CHECKPOINT
+        self.comm.Bcast(self.xbuf, root=0)
         return self.comm.gather(None, root=0)[1:]
 
     def stop(self) -> None:
-        self.ch.xbuf[-1] = STOP
-        self.comm.Bcast(self.ch.xbuf, root=0)
+        self.xbuf[-1] = STOP
+        self.comm.Bcast(self.xbuf, root=0)
 
 
 def _wait_quietly(comm) -> None:
@@ -151,9 +100,7 @@ def _wait_quietly(comm) -> None:
         time.sleep(0.002)
 
 
-def _worker_main(comm, header: dict) -> int:
-    rank = comm.Get_rank()
-    i = rank - 1
+def _receive_shard(comm) -> tuple[sp.csr_matrix, np.ndarray]:
     sizes = np.zeros(3, dtype=np.int64)
     comm.Recv(sizes, source=0, tag=1)
     rows, nnz, d = (int(v) for v in sizes)
@@ -161,41 +108,48 @@ def _worker_main(comm, header: dict) -> int:
     data, y = np.empty(nnz), np.empty(rows)
     for buf in (indptr, indices, data, y):
         comm.Recv(buf, source=0, tag=2)
-    A = sp.csr_matrix((data, indices, indptr), shape=(rows, d))
+    return sp.csr_matrix((data, indices, indptr), shape=(rows, d)), y
+
+
+def _worker_main(comm, header: dict) -> int:
+    rank = comm.Get_rank()
+    i = rank - 1
+    A, y = _receive_shard(comm)
+    d = A.shape[1]
     method = make_method(header["algorithm"], header["compressor"], header["gamma"], header["n"], d, header["init"])
-    worker = Worker(method, make_shard(header["problem"], A, y, header["lam"]), header["seeds"][i], header["batch_size"])
+    group = WorkerGroup(method, make_shards(header["problem"], [(A, y)], header["lam"]), [header["seeds"][i]],
+                        header["batch_size"], first=i)
+    state = group.states[0]
     if header["restore"]:
-        comm.recv(source=0, tag=3).restore(worker.state)
+        comm.recv(source=0, tag=3).restore(state)
     faults = FaultInjector.from_environment(rank)
-    ch = _Channels(method, header["n"], d)
-    sendbuf = {key: np.zeros(spec.nbytes, dtype=np.uint8) for key, spec in ch.specs.items()}
-    monitor = np.zeros(d + 2)
+    slots = Slots(method, header["n"], d)
+    xbuf = np.zeros(d + 1)
+    send = {key: np.zeros(stride, dtype=np.uint8) for key, stride in slots.stride.items()}
+    monitor = {key: slots.monitor_rows(buf, key, 1) for key, buf in send.items()}  # filled in place
     failed = False
     while True:
-        comm.Bcast(ch.xbuf, root=0)
-        control = ch.xbuf[-1]
+        comm.Bcast(xbuf, root=0)
+        control = xbuf[-1]
         if control == STOP:
             return 1 if failed else 0
         if control == CHECKPOINT:
-            comm.gather(WorkerSnapshot.of(worker.state), root=0)
+            comm.gather(WorkerSnapshot.of(state), root=0)
             continue
         t, logged = divmod(int(control), 2)
         key = min(t, 1)
         if not failed:
             try:
                 faults.maybe_fail(t)
-                message = worker.round(ch.xbuf[:-1], t, monitor if logged else None)
-                pack(message, ch.specs[key], sendbuf[key])
+                (message,) = group.round(xbuf[:-1], t, monitor[key] if logged else None)
+                pack(message, slots.specs[key], send[key])
             except Exception as err:  # noqa: BLE001 -- any failure is reported, then the collectives go on until rank 0 stops us
                 failed = True
                 text = f"worker {i} (rank {rank}) failed in round {t}: {type(err).__name__}: {err}"
                 comm.send((t, text.replace("\n", " ")), dest=0, tag=TAG_ERROR)
         if failed:
-            sendbuf[key][:] = 0
-            monitor[:] = 0.0
-        comm.Gatherv(sendbuf[key], None, root=0)
-        if logged:
-            comm.Gatherv(monitor, None, root=0)
+            send[key][:] = 0
+        comm.Gatherv(send[key][:slots.nbytes(key, bool(logged))], None, root=0)
 
 
 def _send_shards(comm, shards) -> None:
