@@ -7,7 +7,7 @@ and the table shows medians):
 1. the serial backend (EF21, Top-1, a9a, 20 workers, through ``ef21-mpi run`` in this process) against the
    *compute floor*: one ``A x`` plus one ``A^T s`` over the whole data set held as one CSR matrix;
 2. a *naive baseline* written here as a typical research script is: dense shard matrices, a Python loop
-   over workers, Top-k by ``np.argsort`` (`naive_ef21`);
+   over workers, Top-k by ``np.argsort`` (`ef21_mpi.bench_naive`);
 3. the MPI backend under ``mpiexec`` (`ef21_mpi.bench_mpi`) against the *communication floor* measured in
    the same launch (the same ``Bcast``/``Gatherv`` with no computation) plus each rank's own compute;
 4. scale: synthetic data (`ef21_mpi.synth`) at several ``d``: start-up, time per round, peak memory per
@@ -32,76 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench_naive import N_WORKERS, dense_floor, median_seconds, naive_ef21, naive_shards
+from .bench_report import format_report, ms
 from .errors import InputError
 
-N_WORKERS = 20
 PARTS = {"serial", "mpi", "scale"}
 DEFAULT_DIMS = (10**3, 10**4, 10**5, 10**6)
 BITS_PER_ENTRY = 64 + 32  # a Top-k entry on the wire: float64 value + int32 index
 
 
-# --- the naive baseline -----------------------------------------------------------------------------
-
-
-def naive_shards(A, y: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Dense ``(A_i, y_i)`` numpy arrays of the package's sequential shards."""
-    from .data import shard_bounds
-
-    return [(A[lo:hi].toarray(), y[lo:hi].copy()) for lo, hi in shard_bounds(A.shape[0], n)]
-
-
-def naive_loss_grad(A_i: np.ndarray, y_i: np.ndarray, x: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
-    """Logistic loss with the non-convex regulariser and its gradient, in plain dense numpy."""
-    margins = y_i * (A_i @ x)
-    loss = np.mean(np.log1p(np.exp(-margins))) + lam * np.sum(x**2 / (1 + x**2))
-    grad = -(A_i.T @ (y_i / (1 + np.exp(margins)))) / len(y_i) + 2 * lam * x / (1 + x**2) ** 2
-    return loss, grad
-
-
-def naive_top_k(v: np.ndarray, k: int) -> np.ndarray:
-    """Dense Top-k by a full sort; the stable sort of ``-|v|`` breaks ties towards the lower index, as the package."""
-    keep = np.argsort(-np.abs(v), kind="stable")[:k]
-    out = np.zeros_like(v)
-    out[keep] = v[keep]
-    return out
-
-
-def naive_ef21(shards, lam: float, gamma: float, rounds: int, k: int = 1):
-    """EF21 (init full, ``x^0 = 0``) as a research script: returns ``x``, per-round ``||grad f||^2`` and seconds."""
-    n, d = len(shards), shards[0][0].shape[1]
-    x = np.zeros(d)
-    grads = [naive_loss_grad(A_i, y_i, x, lam)[1] for A_i, y_i in shards]
-    g_i = [gr.copy() for gr in grads]
-    g = np.mean(g_i, axis=0)
-    grad_norm_sq = [float(np.sum(np.mean(grads, axis=0) ** 2))]
-    seconds = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        x = x - gamma * g
-        losses, grads, c = [], [], []
-        for i, (A_i, y_i) in enumerate(shards):
-            loss, grad = naive_loss_grad(A_i, y_i, x, lam)
-            c_i = naive_top_k(grad - g_i[i], k)
-            g_i[i] = g_i[i] + c_i
-            losses.append(loss)
-            grads.append(grad)
-            c.append(c_i)
-        g = g + np.sum(c, axis=0) / n
-        grad_norm_sq.append(float(np.sum(np.mean(grads, axis=0) ** 2)))
-        seconds.append(time.perf_counter() - started)
-    return x, np.array(grad_norm_sq), np.array(seconds)
-
-
 # --- floors and package runs in this process -------------------------------------------------------
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def compute_floor(A, reps: int) -> float:
@@ -111,19 +51,7 @@ def compute_floor(A, reps: int) -> float:
     rng = np.random.default_rng(0)
     x, s = rng.standard_normal(A.shape[1]) * 0.01, rng.standard_normal(A.shape[0])
     AT = sp.csr_matrix(A.T)
-    return _median_seconds(lambda: (A @ x, AT @ s), reps)
-
-
-def dense_floor(shards: list[tuple[np.ndarray, np.ndarray]], reps: int) -> float:
-    """Seconds for the naive baseline's unavoidable work: ``A_i x`` and ``A_i^T s_i`` on every dense shard.
-
-    Per shard, as the baseline does: one product over the whole dense matrix is large enough for OpenBLAS to
-    go multi-threaded, which on a loaded 2-core machine is several times slower, not faster.
-    """
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(shards[0][0].shape[1]) * 0.01
-    s = [rng.standard_normal(A_i.shape[0]) for A_i, _ in shards]
-    return _median_seconds(lambda: [(A_i @ x, A_i.T @ s_i) for (A_i, _), s_i in zip(shards, s)], reps)
+    return median_seconds(lambda: (A @ x, AT @ s), reps)
 
 
 def read_log(path: Path) -> dict:
@@ -250,8 +178,8 @@ def part_serial_and_naive(opts, workdir: Path) -> dict:
         rows.append({"floor": floor, "serial_log1": every["round_seconds"], "serial_sparse": sparse["round_seconds"],
                      "naive": float(np.median(naive_seconds)), "dense_floor": dense_floor(shards, opts.floor_reps),
                      "bits": every["bits_up_per_worker_round"], "coords": every["coords_up_per_worker_round"]})
-        print(f"  repeat {repeat + 1}: floor {_ms(floor)}, serial {_ms(every['round_seconds'])} / "
-              f"{_ms(sparse['round_seconds'])}, naive {_ms(rows[-1]['naive'])}", file=sys.stderr)
+        print(f"  repeat {repeat + 1}: floor {ms(floor)}, serial {ms(every['round_seconds'])} / "
+              f"{ms(sparse['round_seconds'])}, naive {ms(rows[-1]['naive'])}", file=sys.stderr)
     out = {key: float(np.median([r[key] for r in rows])) for key in rows[0] if key not in ("bits", "coords")}
     for ratio, (num, den) in {"serial_log1_over_floor": ("serial_log1", "floor"),
                               "serial_sparse_over_floor": ("serial_sparse", "floor"),
@@ -348,127 +276,6 @@ def part_scale(opts, workdir: Path) -> list[dict]:
 
 
 # --- the table -------------------------------------------------------------------------------------
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.3f} ms"
-
-
-def _size(nbytes: int) -> str:
-    for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes / 2**10:.0f} kB"
-
-
-def _verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
-def _audit_lines(ranks: list[dict]) -> list[str]:
-    """One line per group of ranks with the same large blocks (workers are usually all alike)."""
-    groups: dict[str, list[dict]] = {}
-    for rank in ranks:
-        where = ", ".join(f"{b['where']} {_size(b['bytes'])}" for b in rank["large_blocks"]) or "none"
-        groups.setdefault(where, []).append(rank)
-    lines = []
-    for where, members in groups.items():
-        ids = [m["rank"] for m in members]
-        label = f"rank {ids[0]}" if len(ids) == 1 else f"ranks {ids[0]}-{ids[-1]}"
-        peak = max(m["traced_peak_mb"] for m in members)
-        lines.append(f"  {label}: traced peak {peak:.1f} MB; {where}")
-    return lines
-
-
-def format_report(result: dict) -> str:
-    m = result["machine"]
-    load = " ".join(f"{v:.1f}" for v in m["load_average"])
-    library = result.get("mpi", {}).get("library", "MPI not measured")
-    versions = (f"python {m['python']}, numpy {m['numpy']} ({m['blas']}, threads: {m['blas_threads']}), "
-                f"scipy {m['scipy']}, mpi4py {m['mpi4py']}, {library}")
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load average {load} at start",
-             versions, f"command: {result['command']}", ""]
-    row = "{:<62} {:>14} {:>12} {:>10} {:>8}"
-    lines.append(row.format("measurement", "figure", "ratio", "target", "verdict"))
-    lines.append("-" * 110)
-    s = result.get("serial")
-    if s:
-        lines.append(f"[1,2] {result['dataset']}: N={s['N']}, d={s['d']}, nnz={s['nnz']}, n={N_WORKERS} workers, "
-                     f"EF21 Top-1; medians of {s['repeats']} interleaved repeats")
-        lines.append(row.format("compute floor: A x + A^T s, whole data set as one CSR", _ms(s["floor"]), "1.00x",
-                                "", ""))
-        lines.append(row.format("serial backend, every round logged", _ms(s["serial_log1"]),
-                                f"{s['serial_log1_over_floor']:.2f}x floor", "<= 1.5x",
-                                _verdict(s["serial_log1_over_floor"] <= 1.5)))
-        lines.append(row.format(f"serial backend, --log-every {result['sparse_log_every']}", _ms(s["serial_sparse"]),
-                                f"{s['serial_sparse_over_floor']:.2f}x floor", "<= 1.5x",
-                                _verdict(s["serial_sparse_over_floor"] <= 1.5)))
-        lines.append(row.format("naive: dense shards, loop over workers, argsort Top-k", _ms(s["naive"]), "", "", ""))
-        lines.append(row.format("  naive / serial (every round logged)", "",
-                                f"{s['naive_over_serial_log1']:.2f}x", ">= 25x",
-                                _verdict(s["naive_over_serial_log1"] >= 25)))
-        lines.append(row.format(f"  naive / serial (--log-every {result['sparse_log_every']})", "",
-                                f"{s['naive_over_serial_sparse']:.2f}x", ">= 25x",
-                                _verdict(s["naive_over_serial_sparse"] >= 25)))
-        lines.append(row.format("  dense floor: A_i x + A_i^T s_i on the dense shards", _ms(s["dense_floor"]),
-                                f"{s['dense_floor_over_floor']:.2f}x floor", "", ""))
-        lines.append(row.format("  uplink per worker per round (bits, coordinates)", f"{s['bits']} {s['coords']}",
-                                "", "96 / 1", _verdict(s["bits"] == [96.0] and s["coords"] == [1.0])))
-    p = result.get("mpi")
-    if p:
-        lines.append(f"[3] MPI backend, {p['ranks']} ranks on {m['cores']} cores, {result['dataset']}, EF21 Top-1; "
-                     f"each run preceded by its own floor measurement")
-        for mode, label in (("log1", "every round logged"), ("sparse", f"--log-every {result['sparse_log_every']}")):
-            q = p[mode]
-            floor_name = "Bcast d+1 + Gatherv 12 B/worker" + (" + monitor row" if mode == "log1" else "")
-            lines.append(row.format(f"communication floor: {floor_name}", _ms(q["floor"]), "", "", ""))
-            lines.append(row.format("  per-rank compute, isolated (max over workers)", _ms(q["compute_max"]),
-                                    "", "", ""))
-            lines.append(row.format("  per-rank compute, isolated, sum over workers", _ms(q["compute_sum"]),
-                                    "", "", ""))
-            lines.append(row.format("  per-rank compute during the run (CPU time, median)",
-                                    _ms(q["compute_in_run_cpu"]), "", "", ""))
-            lines.append(row.format(f"MPI backend, {label}", _ms(q["round"]),
-                                    f"{q['overhead']:+.0%} vs floor+max", "< +25%", _verdict(q["overhead"] < 0.25)))
-            lines.append(row.format("  against floor + max(max, sum/cores) compute", _ms(q["model_shared"]),
-                                    f"{q['overhead_shared']:+.0%}", "", ""))
-            if s:
-                ratio = s["naive"] / q["round"]
-                lines.append(row.format(f"  naive / MPI ({label})", "", f"{ratio:.2f}x", ">= 8x", _verdict(ratio >= 8)))
-            lines.append(row.format("  uplink per worker per round (bits, coordinates)", f"{q['bits']} {q['coords']}",
-                                    "", "96 / 1", _verdict(q["bits"] == [96.0] and q["coords"] == [1.0])))
-    scale = result.get("scale")
-    if scale:
-        lines += ["", (f"[4] scale: synthetic data, {scale[0]['rows']} rows, n={N_WORKERS}, EF21 Top-k; MPI with "
-                       f"{result['scale_ranks']} ranks; rounds logged every {result['scale_log_every']}")]
-        head = "{:>8} {:>5} {:>9} {:>8} {:>9} {:>11} {:>11} {:>10} {:>9} {:>9} {:>10} {:>7}"
-        lines.append(head.format("d", "k", "nnz", "load s", "startup s", "serial/rnd", "ns/(nnz+nd)", "mpi/rnd",
-                                 "floor", "RSS r0 MB", "RSS wrk MB", "bits"))
-        for r in scale:
-            if "trace" in r:
-                continue
-            per_unit = r["serial_round"] / (r["nnz"] + N_WORKERS * r["d"]) * 1e9
-            bits_ok = r["bits"] == [float(r["expected_bits"])] and r["serial_bits"] == [float(r["expected_bits"])]
-            lines.append(head.format(r["d"], r["k"], r["nnz"], f"{r['load_s']:.1f}", f"{r['startup_s']:.1f}",
-                                     _ms(r["serial_round"]), f"{per_unit:.2f}", _ms(r["mpi_round"]),
-                                     _ms(r["mpi_floor"]), f"{r['rss_master_mb']:.0f}", f"{r['rss_worker_mb']:.0f}",
-                                     f"{r['bits'][0]:.0f}" + ("" if bits_ok else "!")))
-        dims = sorted({r["d"] for r in scale if "trace" not in r})
-        lines.append("naive baseline's dense shards would need: " + ", ".join(
-            f"d={d}: {_size(scale[0]['rows'] * d * 8)}" for d in dims))
-        big = [r for r in scale if "trace" not in r and r["d"] == dims[-1]]
-        if big:
-            worst = max(r["startup_s"] for r in big)
-            lines.append(f"start-up (ef21-mpi run until round 0: load, shard, all L_i and L, workers) at "
-                         f"d={big[0]['d']}: "
-                         f"{worst:.1f} s; target < 60 s "
-                         f"at d=10^6, 200k rows: {_verdict(worst < 60) if big[0]['d'] >= 10**6 else 'not measured'}")
-        for r in scale:
-            if "trace" in r:
-                algorithm = r.get("algorithm", "ef21")
-                lines.append(f"live blocks >= 0.9 n d x 8 bytes, {algorithm}, d={r['d']} (round 2, tracemalloc):")
-                lines += _audit_lines(r["trace"])
-    return "\n".join(lines)
 
 
 # --- the command -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from ef21_mpi import bench, synth
+from ef21_mpi import bench, bench_naive, synth
 from ef21_mpi.cli import main as cli_main
 from ef21_mpi.compressors import TopK
 from ef21_mpi.registry import load
@@ -33,7 +33,7 @@ def test_naive_top_k_keeps_the_package_tie_rule():
         indices, values = TopK(k, 9).compress(v)
         expected = np.zeros(9)
         expected[indices] = values
-        np.testing.assert_array_equal(bench.naive_top_k(v, k), expected)
+        np.testing.assert_array_equal(bench_naive.naive_top_k(v, k), expected)
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -42,7 +42,7 @@ def test_naive_ef21_follows_the_package_iterates(tmp_path, small_file, k):
     assert cli_main(bench.run_args(str(small_file), out, rounds=40, log_every=1, k=k, workers=4)) == 0
     package = bench.read_log(out)
     ds = load(str(small_file), None)
-    x, grad_norm_sq, seconds = bench.naive_ef21(bench.naive_shards(ds.A, ds.y, 4), 0.1, package["gamma"], 40, k)
+    x, grad_norm_sq, seconds = bench_naive.naive_ef21(bench_naive.naive_shards(ds.A, ds.y, 4), 0.1, package["gamma"], 40, k)
     assert seconds.shape == (40,)
     # dense BLAS and CSR sum in different orders: equal to rounding, not bit for bit
     np.testing.assert_allclose(x, package["x_final"], rtol=1e-10, atol=1e-14)
@@ -53,13 +53,13 @@ def test_naive_ef21_follows_the_package_iterates(tmp_path, small_file, k):
 def test_naive_loss_and_gradient_are_the_logistic_problem():
     rng = np.random.default_rng(1)
     A, y, x = rng.standard_normal((7, 4)), np.array([1, -1, 1, 1, -1, -1, 1.0]), rng.standard_normal(4)
-    loss, grad = bench.naive_loss_grad(A, y, x, 0.1)
+    loss, grad = bench_naive.naive_loss_grad(A, y, x, 0.1)
     reference = np.mean(np.log(1 + np.exp(-y * (A @ x)))) + 0.1 * np.sum(x**2 / (1 + x**2))
     assert loss == pytest.approx(reference, rel=1e-13)
     h = 1e-6
 
     def loss(z):
-        return bench.naive_loss_grad(A, y, z, 0.1)[0]
+        return bench_naive.naive_loss_grad(A, y, z, 0.1)[0]
 
     numeric = [(loss(x + h * e) - loss(x - h * e)) / (2 * h) for e in np.eye(4)]
     np.testing.assert_allclose(grad, numeric, rtol=1e-6)
