@@ -51,7 +51,7 @@ class TopK(_KOfD):
         k, d = self.k, self.d
         magnitude = np.abs(v)
         if k == 1:  # argmax returns the first maximum: the same tie rule, one pass
-            idx = np.array([np.argmax(magnitude)], dtype=INDEX_DTYPE)
+            idx = np.array([magnitude.argmax()], dtype=INDEX_DTYPE)
         elif k == d:
             idx = np.arange(d, dtype=INDEX_DTYPE)
         else:
