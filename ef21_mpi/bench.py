@@ -193,7 +193,10 @@ def part_serial_and_naive(opts, workdir: Path) -> dict:
 
 
 def part_mpi(opts, workdir: Path, d: int) -> dict:
-    """Part 3: floor and real runs (every round logged, and every ``--sparse-log-every``), ``--repeats`` pairs."""
+    """Part 3: floor and real runs (every round logged, and every ``--sparse-log-every``), ``--repeats`` pairs.
+
+    Once with one worker per rank (``--ranks``), once with the same workers held in blocks by ``--grouped-ranks``.
+    """
     runs = []
     for _ in range(opts.repeats):
         runs.append({"k": 1, "rounds": opts.mpi_rounds, "log_every": 1})
@@ -201,7 +204,18 @@ def part_mpi(opts, workdir: Path, d: int) -> dict:
     spec = {"dataset": opts.dataset, "data_dir": opts.data_dir, "dim": d, "floor_rounds": opts.mpi_rounds,
             "runs": runs, "isolated_repeats": 50}
     report = launch_mpi(spec, opts.ranks, opts.mpiexec, opts.timeout, workdir)
-    out = {"library": report["library"], "ranks": report["ranks"]}
+    out = {"library": report["library"], "ranks": report["ranks"], **_summarise_mpi(report)}
+    if opts.grouped_ranks:
+        print(f"part 3: the same {opts.ranks - 1} workers on {opts.grouped_ranks} ranks", file=sys.stderr)
+        grouped = launch_mpi({**spec, "workers": opts.ranks - 1}, opts.grouped_ranks, opts.mpiexec, opts.timeout,
+                             workdir)
+        out["grouped"] = {"ranks": grouped["ranks"], **_summarise_mpi(grouped)}
+    return out
+
+
+def _summarise_mpi(report: dict) -> dict:
+    """Medians over the repeats of each mode (every round logged, sparse log) of one launch."""
+    out = {}
     for mode, logged in (("log1", True), ("sparse", False)):
         rows = []
         for run in report["runs"]:
@@ -293,6 +307,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--naive-rounds", type=int, default=200, help="rounds of the naive baseline (default 200)")
     p.add_argument("--floor-reps", type=int, default=300, help="repetitions of the floor products (default 300)")
     p.add_argument("--ranks", type=int, default=N_WORKERS + 1, help="MPI ranks for part 3 (default 21)")
+    p.add_argument("--grouped-ranks", type=int, default=3,
+                   help="part 3 again with the same workers held in blocks by this many ranks (default 3; 0: skip)")
     p.add_argument("--mpi-rounds", type=int, default=1000, help="MPI rounds per run and floor (default 1000)")
     p.add_argument("--scale-dims", default=",".join(str(d) for d in DEFAULT_DIMS), help="dimensions of part 4")
     p.add_argument("--scale-rows", type=int, default=200_000, help="rows of the synthetic data (default 200000)")
@@ -311,7 +327,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def apply_quick(opts: argparse.Namespace) -> None:
     """Toy sizes: every part runs end to end in well under a minute."""
     opts.repeats, opts.rounds, opts.naive_rounds, opts.floor_reps = 1, 30, 10, 20
-    opts.ranks, opts.mpi_rounds, opts.scale_ranks = 3, 30, 3
+    opts.ranks, opts.mpi_rounds, opts.scale_ranks, opts.grouped_ranks = 3, 30, 3, 2
     opts.scale_dims, opts.scale_rows, opts.scale_nnz, opts.scale_rounds, opts.scale_log_every = "100,200", 400, 5, 6, 2
     opts.trace_dim, opts.sparse_log_every = 200, 5
 
@@ -333,6 +349,8 @@ def cmd_bench(opts: argparse.Namespace) -> int:
     for flag, (value, minimum) in minimums.items():
         if value < minimum:
             raise InputError(f"{flag} must be at least {minimum}, got {value}")
+    if opts.grouped_ranks and not 2 <= opts.grouped_ranks <= opts.ranks:
+        raise InputError(f"--grouped-ranks {opts.grouped_ranks}: expected 0 or 2 .. --ranks ({opts.ranks})")
     result = {"machine": machine(), "command": " ".join(["ef21-mpi bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"]
               else " ".join(sys.argv), "dataset": opts.dataset, "sparse_log_every": opts.sparse_log_every,
               "scale_ranks": opts.scale_ranks, "scale_log_every": opts.scale_log_every}

@@ -35,7 +35,7 @@ from .cli import main as cli_main
 from .compressors import TopK
 from .methods import make_method
 from .runlog import RunLog
-from .wire import Slots
+from .wire import Slots, rank_workers
 
 
 def _quiet_barrier(comm, poll: float = 0.0005) -> None:
@@ -45,21 +45,23 @@ def _quiet_barrier(comm, poll: float = 0.0005) -> None:
         time.sleep(poll)
 
 
-def communication_floor(comm, d: int, k: int, rounds: int, warmup: int, monitored: bool) -> list[float]:
-    """Seconds per round on rank 0 of the backend's own round pattern with no computation.
+def communication_floor(comm, d: int, k: int, rounds: int, warmup: int, monitored: bool,
+                        workers: int | None = None) -> list[float]:
+    """Seconds per round on rank 0 of the backend's own round pattern with no computation (``workers`` over the ranks).
 
     The same `wire` layout as a run: ``Bcast`` of ``d + 1`` doubles, then ``Gatherv`` of every worker's
     ``12 k``-byte Top-k slot (with its ``d + 2``-double monitoring row when ``monitored``).
     """
     from mpi4py import MPI
 
-    n = comm.Get_size() - 1
-    rank = comm.Get_rank()
+    rank, worker_ranks = comm.Get_rank(), comm.Get_size() - 1
+    n = workers or worker_ranks
+    ranks = rank_workers(n, worker_ranks)
     slots = Slots(make_method("ef21", TopK(k, d), 1.0, n, d), n, d)
     xbuf = np.zeros(d + 1)
-    send = np.zeros(slots.nbytes(1, monitored), dtype=np.uint8)
-    recv = np.zeros(max(n * slots.stride[1], 8), dtype=np.uint8)
-    counts, displs = slots.layout(1, monitored)
+    send = np.zeros(slots.block_nbytes(1, monitored, len(ranks[rank - 1])) if rank else 0, dtype=np.uint8)
+    recv = np.zeros(max(n * slots.stride(1, True), 8), dtype=np.uint8)
+    counts, displs = slots.layout(1, monitored, ranks)
     empty = np.zeros(0, dtype=np.uint8)
     times = []
     _quiet_barrier(comm)
@@ -157,7 +159,7 @@ def isolated_compute(comm, timer: WorkerTimer, repeats: int) -> dict | None:
         if rank == turn and timer.worker is not None and timer.last_x is not None:
             x = np.array(timer.last_x, copy=True)
             result = {}
-            for name, monitor in (("plain", None), ("logged", np.zeros((1, x.shape[0] + 2)))):
+            for name, monitor in (("plain", None), ("logged", np.zeros((timer.worker.m, x.shape[0] + 2)))):
                 times = []
                 for _ in range(repeats):
                     started = time.perf_counter()
@@ -174,6 +176,8 @@ def run_args(spec: dict, run: dict, out: Path) -> list[str]:
             "--rounds", str(run["rounds"]), "--log-every", str(run["log_every"])]
     if spec.get("data_dir"):
         args += ["--data-dir", spec["data_dir"]]
+    if spec.get("workers"):
+        args += ["--workers", str(spec["workers"])]
     return args
 
 
@@ -264,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             if spec.get("floor_rounds") and not run.get("trace"):
                 for name, monitored in (("floor", False), ("floor_logged", True)):
                     times = communication_floor(comm, spec["dim"], run["k"], spec["floor_rounds"],
-                                                spec.get("warmup", 20), monitored)
+                                                spec.get("warmup", 20), monitored, spec.get("workers"))
                     floors[name] = float(np.median(times))
             result = real_run(comm, spec, run, i, timer)
             if rank == 0:

@@ -92,6 +92,21 @@ def format_report(result: dict) -> str:
                 lines.append(row.format(f"  naive / MPI ({label})", "", f"{ratio:.2f}x", ">= 8x", _verdict(ratio >= 8)))
             lines.append(row.format("  uplink per worker per round (bits, coordinates)", f"{q['bits']} {q['coords']}",
                                     "", "96 / 1", _verdict(q["bits"] == [96.0] and q["coords"] == [1.0])))
+    g = (p or {}).get("grouped")
+    if g:
+        n = p["ranks"] - 1
+        lines.append(f"[3b] the same {n} workers on {g['ranks']} ranks ({g['ranks'] - 1} worker ranks holding blocks "
+                     f"of workers), {result['dataset']}, EF21 Top-1; logs identical to one worker per rank")
+        for mode, label in (("log1", "every round logged"), ("sparse", f"--log-every {result['sparse_log_every']}")):
+            q, one_each = g[mode], p[mode]
+            lines.append(row.format(f"communication floor ({label})", ms(q["floor"]), "", "", ""))
+            lines.append(row.format(f"MPI backend, {g['ranks']} ranks, {label}", ms(q["round"]),
+                                    f"{q['overhead']:+.0%} vs floor+max", "< +25%", _verdict(q["overhead"] < 0.25)))
+            lines.append(row.format(f"  against {p['ranks']} ranks", "", f"{one_each['round'] / q['round']:.2f}x faster",
+                                    "", ""))
+            if s:
+                ratio = s["naive"] / q["round"]
+                lines.append(row.format(f"  naive / MPI ({label})", "", f"{ratio:.2f}x", ">= 8x", _verdict(ratio >= 8)))
     scale = result.get("scale")
     if scale:
         lines += ["", (f"[4] scale: synthetic data, {scale[0]['rows']} rows, n={N_WORKERS}, EF21 Top-k; MPI with "

@@ -17,8 +17,9 @@ from .problems import PROBLEMS
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run one method on one data set and write its HDF5 log",
-                       description="Run one configuration. Under mpiexec (n+1 ranks) rank 0 is the master and "
-                                   "ranks 1..n the workers; otherwise --workers n run in this process.")
+                       description="Run one configuration. Under mpiexec rank 0 is the master and the other "
+                                   "ranks hold the workers (one each by default); otherwise --workers n run in "
+                                   "this process.")
     d = RunConfig.__dataclass_fields__
     p.add_argument("--dataset", help="registry name (a9a, w8a, mushrooms, phishing) or a LibSVM file")
     p.add_argument("--data-dir", help="folder holding the data sets (default: $EF21_DATA_DIR, then data/)")
@@ -32,7 +33,8 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=d["rounds"].default, help="communication rounds after the "
                    "initialisation (default %(default)s)")
     p.add_argument("--workers", type=int, default=d["workers"].default,
-                   help="number of workers n for the serial backend (under MPI: world size - 1)")
+                   help="number of workers n (default: 20 in one process; under MPI one per worker rank, "
+                        "or more, spread over the worker ranks in blocks)")
     p.add_argument("--problem", default=d["problem"].default, choices=PROBLEMS)
     p.add_argument("--lam", type=float, default=d["lam"].default, help="regularisation lambda (default 0.1)")
     p.add_argument("--init", default=d["init"].default, choices=INITS, help="g_i^0 for EF21/EF21+ (default full)")

@@ -13,6 +13,7 @@ from .methods import INITS, METHODS
 from .problems import PROBLEMS
 
 BACKENDS = ("auto", "serial", "mpi")
+SERIAL_WORKERS = 20  # the paper's n
 
 #: Settings that change how a run is executed or stored, but none of its numbers; a resumed run may change them.
 RUNTIME_FIELDS = frozenset({"out", "overwrite", "data_dir", "backend", "quiet", "flush_every", "flush_seconds",
@@ -29,7 +30,7 @@ class RunConfig:
     compressor: str = "top-k"
     k: int | None = 1
     rounds: int = 1000
-    workers: int = 20
+    workers: int | None = None  # None: SERIAL_WORKERS in one process, one per worker rank under MPI
     problem: str = "logreg"
     lam: float = 0.1
     init: str = "full"

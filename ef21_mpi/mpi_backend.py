@@ -1,4 +1,7 @@
-"""The MPI backend: rank 0 is the master, ranks 1..n the workers. It only moves buffers.
+"""The MPI backend: rank 0 is the master, ranks 1..R the workers. It only moves buffers.
+
+By default each worker rank holds one worker (n = R); with ``--workers n`` > R, rank r holds a contiguous
+block of workers as one `WorkerGroup`, which computes exactly what n ranks of one worker would.
 
 Start-up (pickled messages are fine here): rank 0 validates, parses the data set once, computes the
 constants, then sends every worker its shard as CSR arrays and the method's parameters; rank 0 keeps
@@ -35,7 +38,7 @@ from .methods import Method, make_method
 from .problems import make_shards
 from .resume import ResumeRequest
 from .runner import finish, prepare_master, resolve_config
-from .wire import Slots, pack, unpack
+from .wire import Slots, pack, rank_workers, unpack
 from .worker import WorkerGroup
 
 TAG_ERROR = 77
@@ -52,12 +55,12 @@ def _mpi():
 class MpiCluster:
     """The master's view of the workers: ``round`` = broadcast ``x``, gather the messages (and monitors)."""
 
-    def __init__(self, comm, method: Method, n: int, d: int):
+    def __init__(self, comm, method: Method, n: int, d: int, ranks: list[range]):
         self.comm, self.MPI = comm, _mpi()
         self.slots = Slots(method, n, d)
         self.xbuf = np.zeros(d + 1)
-        self.recv = {key: np.zeros(max(n * stride, 8), dtype=np.uint8) for key, stride in self.slots.stride.items()}
-        self.layouts = {(key, logged): self.slots.layout(key, logged) for key in (0, 1) for logged in (False, True)}
+        self.recv = {key: np.zeros(max(n * self.slots.stride(key, True), 8), dtype=np.uint8) for key in (0, 1)}
+        self.layouts = {(key, logged): self.slots.layout(key, logged, ranks) for key in (0, 1) for logged in (False, True)}
         self.empty = np.zeros(0, dtype=np.uint8)
 
     def round(self, x: np.ndarray, t: int, logged: bool):
@@ -69,8 +72,8 @@ class MpiCluster:
         counts, displs = self.layouts[key, logged]
         self.comm.Gatherv(self.empty, [recv, counts, displs, self.MPI.BYTE], root=0)
         self._check_reports(t)
-        spec, stride = slots.spec(t), slots.stride[key]
-        messages = [unpack(recv[i * stride:i * stride + spec.nbytes], spec) for i in range(slots.n)]
+        spec = slots.spec(t)
+        messages = [unpack(slots.message(recv, key, logged, i), spec) for i in range(slots.n)]
         wire_bytes = np.full(slots.n, spec.nbytes, dtype=np.int64)
         monitors = slots.monitor_rows(recv, key, slots.n) if logged else None
         if t == 0:
@@ -86,7 +89,7 @@ class MpiCluster:
     def worker_snapshots(self) -> list[WorkerSnapshot]:
         self.xbuf[-1] = CHECKPOINT
         self.comm.Bcast(self.xbuf, root=0)
-        return self.comm.gather(None, root=0)[1:]
+        return [snapshot for per_rank in self.comm.gather(None, root=0)[1:] for snapshot in per_rank]
 
     def stop(self) -> None:
         self.xbuf[-1] = STOP
@@ -113,20 +116,20 @@ def _receive_shard(comm) -> tuple[sp.csr_matrix, np.ndarray]:
 
 def _worker_main(comm, header: dict) -> int:
     rank = comm.Get_rank()
-    i = rank - 1
-    A, y = _receive_shard(comm)
-    d = A.shape[1]
+    mine = header["ranks"][rank - 1]  # this rank's workers
+    blocks = [_receive_shard(comm) for _ in mine]
+    d = blocks[0][0].shape[1]
     method = make_method(header["algorithm"], header["compressor"], header["gamma"], header["n"], d, header["init"])
-    group = WorkerGroup(method, make_shards(header["problem"], [(A, y)], header["lam"]), [header["seeds"][i]],
-                        header["batch_size"], first=i)
-    state = group.states[0]
+    group = WorkerGroup(method, make_shards(header["problem"], blocks, header["lam"]),
+                        header["seeds"][mine.start:mine.stop], header["batch_size"], first=mine.start)
     if header["restore"]:
-        comm.recv(source=0, tag=3).restore(state)
-    faults = FaultInjector.from_environment(rank)
+        for state, snapshot in zip(group.states, comm.recv(source=0, tag=3)):
+            snapshot.restore(state)
+    faults = [FaultInjector.from_environment(i + 1) for i in mine]  # worker i is "rank" i + 1 to the injector
     slots = Slots(method, header["n"], d)
     xbuf = np.zeros(d + 1)
-    send = {key: np.zeros(stride, dtype=np.uint8) for key, stride in slots.stride.items()}
-    monitor = {key: slots.monitor_rows(buf, key, 1) for key, buf in send.items()}  # filled in place
+    send = {key: np.zeros(len(mine) * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
+    monitors = {key: slots.monitor_rows(buf, key, len(mine)) for key, buf in send.items()}  # filled in place
     failed = False
     while True:
         comm.Bcast(xbuf, root=0)
@@ -134,43 +137,60 @@ def _worker_main(comm, header: dict) -> int:
         if control == STOP:
             return 1 if failed else 0
         if control == CHECKPOINT:
-            comm.gather(WorkerSnapshot.of(state), root=0)
+            comm.gather([WorkerSnapshot.of(state) for state in group.states], root=0)
             continue
         t, logged = divmod(int(control), 2)
-        key = min(t, 1)
+        key, logged = min(t, 1), bool(logged)
         if not failed:
+            who = f"workers {mine.start}-{mine.stop - 1}" if len(mine) > 1 else f"worker {mine.start}"
             try:
-                faults.maybe_fail(t)
-                (message,) = group.round(xbuf[:-1], t, monitor[key] if logged else None)
-                pack(message, slots.specs[key], send[key])
+                for i, fault in zip(mine, faults):
+                    who = f"worker {i}"
+                    fault.maybe_fail(t)
+                who = f"workers {mine.start}-{mine.stop - 1}" if len(mine) > 1 else f"worker {mine.start}"
+                messages = group.round(xbuf[:-1], t, monitors[key] if logged else None)
+                for j, message in enumerate(messages):
+                    pack(message, slots.specs[key], slots.message(send[key], key, logged, j))
             except Exception as err:  # noqa: BLE001 -- any failure is reported, then the collectives go on until rank 0 stops us
                 failed = True
-                text = f"worker {i} (rank {rank}) failed in round {t}: {type(err).__name__}: {err}"
+                text = f"{who} (rank {rank}) failed in round {t}: {type(err).__name__}: {err}"
                 comm.send((t, text.replace("\n", " ")), dest=0, tag=TAG_ERROR)
         if failed:
             send[key][:] = 0
-        comm.Gatherv(send[key][:slots.nbytes(key, bool(logged))], None, root=0)
+        comm.Gatherv(send[key][:slots.block_nbytes(key, logged, len(mine))], None, root=0)
 
 
-def _send_shards(comm, shards) -> None:
-    for i, (A, y) in enumerate(shards):
-        dest = i + 1
-        comm.Send(np.array([A.shape[0], A.nnz, A.shape[1]], dtype=np.int64), dest=dest, tag=1)
-        for buf in (A.indptr.astype(np.int64), A.indices.astype(np.int32), A.data.astype(np.float64), y):
-            comm.Send(np.ascontiguousarray(buf), dest=dest, tag=2)
+def _send_shards(comm, shards, ranks: list[range]) -> None:
+    for dest, mine in enumerate(ranks, start=1):
+        for i in mine:
+            A, y = shards[i]
+            comm.Send(np.array([A.shape[0], A.nnz, A.shape[1]], dtype=np.int64), dest=dest, tag=1)
+            for buf in (A.indptr.astype(np.int64), A.indices.astype(np.int32), A.data.astype(np.float64), y):
+                comm.Send(np.ascontiguousarray(buf), dest=dest, tag=2)
+
+
+def resolve_workers(cfg: RunConfig, worker_ranks: int, resume: bool) -> RunConfig:
+    """Under MPI, n defaults to one worker per rank; more workers than ranks are spread over them in blocks."""
+    n = cfg.workers if cfg.workers is not None else worker_ranks
+    if n < worker_ranks:
+        where = f"--resume {cfg.out}: the run has " if resume else ""
+        raise InputError(f"{where}--workers {n} leaves worker ranks idle: {worker_ranks} worker ranks were launched; "
+                         f"launch at most n + 1 = {n + 1} ranks (mpiexec -n {n + 1})")
+    return replace(cfg, workers=n)
 
 
 def _master_main(comm, cfg: RunConfig | None, resume: ResumeRequest | None) -> int:
     MPI = _mpi()
-    n = comm.Get_size() - 1
     try:
-        cfg = replace(resolve_config(cfg, resume), workers=n)  # under MPI the world size sets n
+        cfg = resolve_workers(resolve_config(cfg, resume), comm.Get_size() - 1, resume is not None)
+        n = cfg.workers
+        ranks = rank_workers(n, comm.Get_size() - 1)
         exp = build(cfg, n)
         method = exp.method()
         library = MPI.Get_library_version().splitlines()[0].strip()
         side = prepare_master(cfg, exp, method, "mpi", library, comm.Get_size(), resume is not None)
         header = {"ok": True, "algorithm": cfg.algorithm, "compressor": exp.compressor, "gamma": exp.gamma, "n": n,
-                  "init": cfg.init, "problem": cfg.problem, "lam": cfg.lam, "seeds": exp.seeds,
+                  "init": cfg.init, "problem": cfg.problem, "lam": cfg.lam, "seeds": exp.seeds, "ranks": ranks,
                   "batch_size": cfg.batch_size if cfg.algorithm == "ef21-sgd" else None,
                   "restore": side.snapshots is not None}
     except InputError as err:
@@ -179,11 +199,12 @@ def _master_main(comm, cfg: RunConfig | None, resume: ResumeRequest | None) -> i
     comm.bcast(header, root=0)
     if not header["ok"]:
         raise error
-    _send_shards(comm, exp.shards)
-    for i, snapshot in enumerate(side.snapshots or []):
-        comm.send(snapshot, dest=i + 1, tag=3)
+    _send_shards(comm, exp.shards, ranks)
+    if side.snapshots is not None:
+        for dest, mine in enumerate(ranks, start=1):
+            comm.send([side.snapshots[i] for i in mine], dest=dest, tag=3)
     del exp  # the master keeps no shard and no data set
-    cluster = MpiCluster(comm, method, n, method.d)
+    cluster = MpiCluster(comm, method, n, method.d, ranks)
     try:
         outcome = run_master(method, side.loop, cluster, side.log, side.options)
     except Exception as err:  # noqa: BLE001 -- whatever went wrong, mark the log before aborting the job

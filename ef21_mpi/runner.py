@@ -12,12 +12,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import checkpoint
 from .checkpoint import LoopState, WorkerSnapshot
-from .config import RunConfig, validate
+from .config import SERIAL_WORKERS, RunConfig, validate
 from .engine import Checkpointer, LoopOptions, Outcome, Progress, StopRequest, fresh_loop, run_master
 from .errors import InputError
 from .experiment import Experiment, build, log_attributes
@@ -131,6 +131,7 @@ def finish(side: MasterSide, outcome: Outcome) -> int:
 
 
 def run_serial(cfg: RunConfig, resume: bool) -> int:
+    cfg = replace(cfg, workers=cfg.workers if cfg.workers is not None else SERIAL_WORKERS)
     exp = build(cfg, cfg.workers)
     method = exp.method()
     batch = cfg.batch_size if cfg.algorithm == "ef21-sgd" else None

@@ -46,34 +46,55 @@ def unpack(chunk: np.ndarray, spec: MessageSpec) -> Message:
     return Message(indices, values, flag)
 
 
+def rank_workers(n: int, ranks: int) -> list[range]:
+    """The workers of each worker rank: ``n`` workers in contiguous, balanced blocks over ``ranks`` ranks."""
+    base, extra = divmod(n, ranks)
+    blocks, start = [], 0
+    for r in range(ranks):
+        size = base + (1 if r < extra else 0)
+        blocks.append(range(start, start + size))
+        start += size
+    return blocks
+
+
 class Slots:
     """The layout of the upward slots: where each worker's message and monitoring row sit.
 
-    ``key`` is 0 for round 0 (whose message may be dense) and 1 for every later round. Each worker's slot
-    is ``stride`` bytes apart; the monitoring row starts ``monitor_offset`` bytes into it.
+    ``key`` is 0 for round 0 (whose message may be dense) and 1 for every later round. Worker ``i``'s slot
+    starts at ``i * stride(key, logged)``: the message, then (on logged rounds, from ``monitor_offset``) the
+    monitoring row. A rank holding workers ``lo .. hi - 1`` sends their slots as one contiguous block.
     """
 
     def __init__(self, method: Method, n: int, d: int):
         self.n, self.d = n, d
         self.specs = {0: method.message_spec(0), 1: method.message_spec(1)}
         self.monitor_offset = {key: aligned(spec.nbytes) for key, spec in self.specs.items()}
-        self.stride = {key: offset + 8 * (d + 2) for key, offset in self.monitor_offset.items()}
 
     def spec(self, t: int) -> MessageSpec:
         return self.specs[min(t, 1)]
 
-    def nbytes(self, key: int, logged: bool) -> int:
-        """Bytes one worker sends: its message, plus (aligned) its monitoring row on logged rounds."""
-        return self.stride[key] if logged else self.specs[key].nbytes
+    def stride(self, key: int, logged: bool) -> int:
+        return self.monitor_offset[key] + (8 * (self.d + 2) if logged else 0)
 
-    def layout(self, key: int, logged: bool) -> tuple[list[int], list[int]]:
+    def block_nbytes(self, key: int, logged: bool, m: int) -> int:
+        """Bytes a rank holding ``m`` workers sends: their slots, up to the end of the last message or row."""
+        last = self.stride(key, True) if logged else self.specs[key].nbytes
+        return (m - 1) * self.stride(key, logged) + last
+
+    def layout(self, key: int, logged: bool, ranks: list[range]) -> tuple[list[int], list[int]]:
         """``Gatherv`` counts and displacements over all ranks (rank 0, the master, sends nothing)."""
-        counts = [0] + [self.nbytes(key, logged)] * self.n
-        displs = [0] + [i * self.stride[key] for i in range(self.n)]
+        counts = [0] + [self.block_nbytes(key, logged, len(r)) for r in ranks]
+        displs = [0] + [r.start * self.stride(key, logged) for r in ranks]
         return counts, displs
 
+    def message(self, buffer: np.ndarray, key: int, logged: bool, j: int) -> np.ndarray:
+        """The bytes of the ``j``-th message in a buffer of slots."""
+        start = j * self.stride(key, logged)
+        return buffer[start:start + self.specs[key].nbytes]
+
     def monitor_rows(self, buffer: np.ndarray, key: int, rows: int) -> np.ndarray:
-        """A ``rows x (d + 2)`` float64 view of the monitoring rows inside a byte buffer of ``rows`` slots."""
-        per_slot = buffer[:rows * self.stride[key]].view(np.float64).reshape(rows, self.stride[key] // 8)
+        """A ``rows x (d + 2)`` float64 view of the monitoring rows inside a byte buffer of ``rows`` logged slots."""
+        stride = self.stride(key, True)
+        per_slot = buffer[:rows * stride].view(np.float64).reshape(rows, stride // 8)
         first = self.monitor_offset[key] // 8
         return per_slot[:, first:first + self.d + 2]

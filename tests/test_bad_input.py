@@ -531,5 +531,5 @@ def test_resume_after_the_data_changed(box, unfinished):
     resume_expecting_error(box, unfinished, ["has sha256", "the original run used"], None, "--quiet")
 
 
-def test_resume_under_mpi_with_another_number_of_workers(box, unfinished):
-    resume_expecting_error(box, unfinished, ["3 workers now, the original run had 2"], 4, "--quiet")
+def test_resume_under_mpi_with_more_worker_ranks_than_workers(box, unfinished):
+    resume_expecting_error(box, unfinished, ["--workers 2 leaves worker ranks idle", "mpiexec -n 3"], 4, "--quiet")

@@ -100,3 +100,46 @@ def test_more_workers_than_rows_is_an_input_error_on_every_rank(tmp_path):
     assert out.returncode != 0
     assert out.stderr.count("ef21-mpi: error:") == 1 and "Traceback" not in out.stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+# --- several workers per rank ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm,extra", [("ef21", ["--compressor", "top-k"]),
+                                             ("ef21-plus", ["--compressor", "rand-k"]),
+                                             ("ef21-sgd", ["--batch-size", "4"])])
+def test_ranks_holding_several_workers_equal_serial_bit_for_bit(algorithm, extra, tmp_path):
+    """5 workers on 2 worker ranks (3 + 2), logged every 7th round: the same log as one process of 5."""
+    data = write_libsvm(tmp_path / "small.svm", N=70, d=12, seed=4)
+    common = ["run", "--dataset", str(data), "--algorithm", algorithm, "--k", "2", "--rounds", "40", *extra,
+              "--log-every", "7", "--seed", "2", "--workers", "5", "--quiet"]
+    serial = ef21([*common, "--backend", "serial", "--out", str(tmp_path / "s.h5")])
+    assert serial.returncode == 0, serial.stderr
+    mpi = ef21([*common, "--out", str(tmp_path / "m.h5")], ranks=3)
+    assert mpi.returncode == 0, mpi.stderr
+    assert_same_log(tmp_path / "s.h5", tmp_path / "m.h5")
+    data_m, attrs = read_log(tmp_path / "m.h5")
+    assert attrs["n_workers"] == 5 and attrs["world_size"] == 3
+    assert list(data_m["round"]) == [0, 7, 14, 21, 28, 35, 40] and data_m["bits_up"].shape == (7, 5)
+    flag = 8 if algorithm == "ef21-plus" else 0
+    rounds_per_row = np.diff(data_m["round"])[:, None]
+    assert (data_m["bits_up"][1:] == rounds_per_row * (2 * 96 + flag)).all()  # k = 2 entries per worker per round
+
+
+def test_fault_in_a_rank_holding_several_workers_names_the_worker(tmp_path):
+    data = write_libsvm(tmp_path / "small.svm")
+    fault = {"EF21_MPI_FAULT": "rank=4,round=9,action=raise", "EF21_MPI_FAULT_ARMED": "yes, crash this run on purpose"}
+    failed = ef21(["run", "--dataset", str(data), "--rounds", "30", "--workers", "4", "--quiet",
+                   "--out", str(tmp_path / "f.h5")], ranks=3, env=fault, timeout=60)
+    assert failed.returncode != 0
+    assert "worker 3 (rank 2) failed in round 9" in failed.stderr  # workers 2-3 live on rank 2
+    logged, attrs = read_log(tmp_path / "f.h5")
+    assert attrs["status"] == "failed" and list(logged["round"]) == list(range(9))
+
+
+def test_fewer_workers_than_worker_ranks_is_an_input_error_on_every_rank(tmp_path):
+    data = write_libsvm(tmp_path / "small.svm")
+    out = ef21(["run", "--dataset", str(data), "--workers", "2", "--out", str(tmp_path / "x.h5")], ranks=4, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.count("ef21-mpi: error:") == 1 and "--workers 2 leaves worker ranks idle" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "x.h5").exists()

@@ -166,9 +166,11 @@ def test_resume_refuses_different_data(tmp_path, data):
 
 
 def test_resume_refuses_a_different_number_of_workers(tmp_path, data):
-    out = interrupted_run(tmp_path, data)
-    message = resume_error(["run", "--resume", str(out), "--quiet"], ranks=3)
-    assert "2 workers now, the original run had 4" in message
+    out = interrupted_run(tmp_path, data)  # 4 workers
+    message = resume_error(["run", "--resume", str(out), "--workers", "2", "--quiet"])
+    assert "--workers 2 differs from the original run's 4" in message
+    message = resume_error(["run", "--resume", str(out), "--quiet"], ranks=6)  # 5 worker ranks for 4 workers
+    assert "--workers 4 leaves worker ranks idle" in message
 
 
 def test_resume_refuses_complete_and_foreign_files(tmp_path, data):
@@ -205,3 +207,16 @@ def test_checkpoint_files_are_removed_once_the_run_is_complete(tmp_path, data):
     ref = reference(tmp_path, data, "ef21", rounds=30)
     assert ref.exists() and not list(tmp_path.glob("*.ckpt")) and not list(tmp_path.glob(".*lock"))
     shutil.rmtree(tmp_path / "sub", ignore_errors=True)
+
+
+def test_resume_on_a_different_number_of_ranks_is_bit_identical(tmp_path, data):
+    """4 workers on 2 ranks, the master killed at round 47; resumed with one rank per worker, then finished."""
+    ref = reference(tmp_path, data, "ef21-plus")
+    out = tmp_path / "run.h5"
+    crashed = ef21([*base_args(data, "ef21-plus"), "--workers", "4", "--out", str(out)], ranks=3,
+                   env=fault(0, 47, "kill"), timeout=60)
+    assert crashed.returncode != 0
+    assert_crashed_log_is_readable(out, 47)
+    resumed = ef21(["run", "--resume", str(out), "--quiet"], ranks=5)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_log(ref, out)

@@ -1,4 +1,4 @@
-"""The MPI wire layout without MPI: a gather is simulated by copying each worker's bytes to its displacement."""
+"""The MPI wire layout without MPI: a gather is simulated by copying each rank's bytes to its displacement."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ import pytest
 
 from ef21_mpi.compressors import Identity, RandK, TopK
 from ef21_mpi.methods import Message, make_method
-from ef21_mpi.wire import Slots, pack, unpack
+from ef21_mpi.wire import Slots, pack, rank_workers, unpack
 
 
-def gather(slots: Slots, key: int, logged: bool, sends: list[np.ndarray]) -> np.ndarray:
-    """What rank 0's receive buffer holds after a ``Gatherv`` with ``slots.layout(key, logged)``."""
-    counts, displs = slots.layout(key, logged)
-    recv = np.full(slots.n * slots.stride[key], 0xAB, dtype=np.uint8)  # garbage where nothing is written
+def test_rank_workers_are_balanced_contiguous_blocks():
+    assert rank_workers(5, 2) == [range(3), range(3, 5)]
+    assert rank_workers(4, 4) == [range(i, i + 1) for i in range(4)]
+    blocks = rank_workers(20, 3)
+    assert [len(b) for b in blocks] == [7, 7, 6]
+    assert [i for b in blocks for i in b] == list(range(20))
+
+
+def gather(slots: Slots, key: int, logged: bool, ranks: list[range], sends: list[np.ndarray]) -> np.ndarray:
+    """What rank 0's receive buffer holds after a ``Gatherv`` with ``slots.layout(key, logged, ranks)``."""
+    counts, displs = slots.layout(key, logged, ranks)
+    recv = np.full(slots.n * slots.stride(key, True), 0xAB, dtype=np.uint8)  # garbage where nothing is written
     for count, displ, send in zip(counts[1:], displs[1:], sends):
         assert send.nbytes == count
         recv[displ:displ + count] = send
@@ -24,34 +32,36 @@ def gather(slots: Slots, key: int, logged: bool, sends: list[np.ndarray]) -> np.
     ("ef21", TopK(3, 10), 1), ("ef21-plus", RandK(2, 10), 1), ("gd", Identity(10), 1), ("ef21", TopK(3, 10), 0),
 ])
 @pytest.mark.parametrize("logged", [False, True])
-def test_messages_and_monitoring_rows_survive_the_gather(algorithm, compressor, t, logged):
-    n, d = 3, 10
+@pytest.mark.parametrize("n_ranks", [5, 2])
+def test_messages_and_monitoring_rows_survive_the_gather(algorithm, compressor, t, logged, n_ranks):
+    n, d = 5, 10
     method = make_method(algorithm, compressor, 0.1, n, d)
-    slots, key = Slots(method, n, d), min(t, 1)
+    slots, key, ranks = Slots(method, n, d), min(t, 1), rank_workers(n, n_ranks)
     spec = slots.spec(t)
     rng = np.random.default_rng(0)
     sent, rows, sends = [], [], []
-    for i in range(n):
-        indices = np.sort(rng.choice(d, spec.n_values, replace=False)).astype(np.int32) if spec.has_indices else None
-        message = Message(indices, rng.standard_normal(spec.n_values), flag=i % 2 if spec.has_flag else None)
-        buf = np.zeros(slots.stride[key], dtype=np.uint8)
-        pack(message, spec, buf)
-        row = rng.standard_normal(d + 2)
-        slots.monitor_rows(buf, key, 1)[0] = row  # a worker fills its row in place
-        sends.append(buf[:slots.nbytes(key, logged)])
-        sent.append(message)
-        rows.append(row)
-    recv = gather(slots, key, logged, sends)
-    stride = slots.stride[key]
+    for mine in ranks:  # each rank packs its workers' messages and fills their rows in place, as _worker_main does
+        buf = np.zeros(len(mine) * slots.stride(key, True), dtype=np.uint8)
+        monitors = slots.monitor_rows(buf, key, len(mine))
+        for j, i in enumerate(mine):
+            indices = np.sort(rng.choice(d, spec.n_values, replace=False)).astype(np.int32) if spec.has_indices else None
+            message = Message(indices, rng.standard_normal(spec.n_values), flag=i % 2 if spec.has_flag else None)
+            row = rng.standard_normal(d + 2)
+            monitors[j] = row
+            pack(message, spec, slots.message(buf, key, logged, j))
+            sent.append(message)
+            rows.append(row)
+        sends.append(buf[:slots.block_nbytes(key, logged, len(mine))])
+    recv = gather(slots, key, logged, ranks, sends)
     for i, message in enumerate(sent):
-        got = unpack(recv[i * stride:i * stride + spec.nbytes], spec)
+        got = unpack(slots.message(recv, key, logged, i), spec)
         np.testing.assert_array_equal(got.values, message.values)
         if spec.has_indices:
             np.testing.assert_array_equal(got.indices, message.indices)
         assert got.flag == message.flag
     if logged:
         np.testing.assert_array_equal(slots.monitor_rows(recv, key, n), np.array(rows))
-    # the method's traffic is the message alone, whatever rides along
-    assert slots.nbytes(key, False) == spec.nbytes == 8 * spec.n_values + (4 * spec.n_values if spec.has_indices else 0) + (
-        1 if spec.has_flag else 0)
+    # one worker per rank sends exactly its message on unlogged rounds: what bits_up counts
+    expected = 8 * spec.n_values + (4 * spec.n_values if spec.has_indices else 0) + (1 if spec.has_flag else 0)
+    assert slots.block_nbytes(key, False, 1) == spec.nbytes == expected
     assert slots.monitor_offset[key] % 8 == 0 and slots.monitor_offset[key] >= spec.nbytes
