@@ -6,7 +6,8 @@ ordinary configuration can trigger it:
     EF21_MPI_FAULT="rank=R,round=T,action=raise|exit|kill|kill-in-checkpoint"
     EF21_MPI_FAULT_ARMED="yes, crash this run on purpose"
 
-Rank 0 is the master, rank ``i + 1`` is worker ``i`` (also in the serial backend). ``kill-in-checkpoint``
+Rank 0 is the master, rank ``i + 1`` is worker ``i``, wherever that worker runs (the serial backend, its
+own MPI rank, or a rank holding a block of workers). ``kill-in-checkpoint``
 (rank 0 only) SIGKILLs the master after the checkpoint of round T is written but before it is renamed.
 """
 

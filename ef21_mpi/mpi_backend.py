@@ -130,6 +130,7 @@ def _worker_main(comm, header: dict) -> int:
     xbuf = np.zeros(d + 1)
     send = {key: np.zeros(len(mine) * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
     monitors = {key: slots.monitor_rows(buf, key, len(mine)) for key, buf in send.items()}  # filled in place
+    label = f"worker {mine.start}" if len(mine) == 1 else f"workers {mine.start}-{mine.stop - 1}"
     failed = False
     while True:
         comm.Bcast(xbuf, root=0)
@@ -142,12 +143,12 @@ def _worker_main(comm, header: dict) -> int:
         t, logged = divmod(int(control), 2)
         key, logged = min(t, 1), bool(logged)
         if not failed:
-            who = f"workers {mine.start}-{mine.stop - 1}" if len(mine) > 1 else f"worker {mine.start}"
+            who = label
             try:
                 for i, fault in zip(mine, faults):
-                    who = f"worker {i}"
+                    who = f"worker {i}"  # an injected fault belongs to one worker
                     fault.maybe_fail(t)
-                who = f"workers {mine.start}-{mine.stop - 1}" if len(mine) > 1 else f"worker {mine.start}"
+                who = label
                 messages = group.round(xbuf[:-1], t, monitors[key] if logged else None)
                 for j, message in enumerate(messages):
                     pack(message, slots.specs[key], slots.message(send[key], key, logged, j))
