@@ -40,15 +40,13 @@ class _ShardGroup:
         # 1/N_i on every row of worker i (1 for an empty worker, whose rows never occur)
         self.row_count = np.repeat(np.maximum(self.n_rows, 1).astype(np.float64), self.n_rows)
 
-    def _stack(self, blocks: Sequence[sp.csr_matrix]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """``(M, M_T)``: the rows stacked, and the transposes stacked block-diagonally (m d x N)."""
+    def _stack(self, blocks: Sequence[sp.csr_matrix]) -> tuple[sp.csr_matrix, sp.spmatrix]:
+        """``(M, M_T)``: the rows stacked, and the blocks' transposes stacked block-diagonally (m d x N)."""
         M = sp.vstack(blocks, format="csr") if self.m > 1 else sp.csr_matrix(blocks[0])
-        transposes = []
-        for (lo, _), block in zip(zip(self.bounds[:-1], self.bounds[1:]), blocks):
-            T = sp.csr_matrix(block.T)
-            transposes.append(sp.csr_matrix((T.data, T.indices + int(lo), T.indptr), shape=(self.d, M.shape[0])))
-        M_T = sp.vstack(transposes, format="csr") if self.m > 1 else transposes[0]
-        return M, M_T
+        # Most of M_T's m d rows are empty when m d > nnz (large d): then CSC, whose product walks the nonzeros
+        # only (d = 10^6: 53 instead of 99 ms). Both forms add each output's terms in row order from 0, so
+        # they give the same bits (tests/test_worker.py).
+        return M, stacked_transpose(M, self.bounds, self.d, "csc" if self.m * self.d > M.nnz else "csr")
 
     def _per_worker(self, products: np.ndarray) -> np.ndarray:
         return products.reshape(self.m, self.d)
@@ -163,6 +161,20 @@ class LeastSquaresShards(_ShardGroup):
 
 
 ShardGroup = LogisticShards | LeastSquaresShards
+
+
+def stacked_transpose(M: sp.csr_matrix, bounds: np.ndarray, d: int, fmt: str) -> sp.spmatrix:
+    """The transposes of ``M``'s row blocks ``bounds[i]:bounds[i+1]``, stacked block-diagonally: (m d) x N.
+
+    Row ``i d + k`` holds column ``k`` of block ``i``, so ``M_T @ s`` gives every block's ``M_i^T s_i``.
+    ``fmt`` is ``"csr"`` or ``"csc"``; the CSC form is ``M`` itself with block ``i``'s columns shifted by ``i d``.
+    """
+    m, N = len(bounds) - 1, M.shape[0]
+    block_of_row = np.repeat(np.arange(m, dtype=np.int64), np.diff(bounds))
+    shift = np.repeat(block_of_row * d, np.diff(M.indptr))
+    index_dtype = np.int64 if m * d >= 2**31 else np.int32
+    csc = sp.csc_matrix((M.data, (M.indices + shift).astype(index_dtype), M.indptr), shape=(m * d, N))
+    return csc if fmt == "csc" else sp.csr_matrix(csc)
 
 
 def make_shards(problem: str, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float) -> ShardGroup:

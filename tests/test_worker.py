@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from ef21_mpi.compressors import RandK, TopK
 from ef21_mpi.methods import make_method
-from ef21_mpi.problems import LeastSquaresShards, LogisticShards
+from ef21_mpi.problems import LeastSquaresShards, LogisticShards, stacked_transpose
 from ef21_mpi.worker import WorkerGroup
 
 LAM = 0.1
@@ -109,3 +109,32 @@ def test_worker_group_rounds_equal_lone_workers(algorithm, compressor):
             assert (a is None) == (b is None)
             if a is not None:
                 np.testing.assert_array_equal(a, b)
+
+
+def test_both_forms_of_the_stacked_transpose_give_the_same_bits():
+    """CSR (row dot products) and CSC (scatter over the nonzeros) add each output's terms in the same order."""
+    blocks = [A for A, _ in shards(sizes=[7, 0, 13, 1, 29, 8], d=11, seed=8)]
+    M = sp.vstack(blocks, format="csr")
+    bounds = np.concatenate([[0], np.cumsum([A.shape[0] for A in blocks])])
+    s = np.random.default_rng(9).standard_normal(M.shape[0]) * 1e3  # large terms: rounding shows if the order differs
+    as_csr = stacked_transpose(M, bounds, 11, "csr")
+    as_csc = stacked_transpose(M, bounds, 11, "csc")
+    assert as_csr.format == "csr" and as_csc.format == "csc"
+    np.testing.assert_array_equal(as_csr @ s, as_csc @ s)
+    expected = np.concatenate([A.toarray().T @ s[lo:hi] for A, lo, hi in zip(blocks, bounds[:-1], bounds[1:])])
+    np.testing.assert_allclose(as_csc @ s, expected, rtol=1e-12, atol=1e-9)
+
+
+def test_a_wide_group_uses_the_csc_form_and_agrees_with_lone_workers():
+    """d larger than the nonzeros: the group (and each lone worker) takes the CSC form; still bit for bit."""
+    rng = np.random.default_rng(10)
+    blocks = [(sp.random(N_i, 400, density=0.005, format="csr", rng=rng, data_rvs=rng.standard_normal),
+               rng.choice([-1.0, 1.0], size=N_i)) for N_i in (5, 9, 3)]  # 2 nonzeros per row on average
+    together = LogisticShards(blocks, LAM)
+    assert together.BT.format == "csc"
+    x = np.random.default_rng(11).standard_normal(400)
+    losses, grads = together.losses_and_grads(x)
+    for i, block in enumerate(blocks):
+        alone_losses, alone_grads = LogisticShards([block], LAM).losses_and_grads(x)
+        assert alone_losses[0] == losses[i]
+        np.testing.assert_array_equal(alone_grads[0], grads[i])
