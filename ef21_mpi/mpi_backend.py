@@ -33,13 +33,12 @@ from .config import RunConfig
 from .engine import RunFailed, run_master
 from .errors import InputError
 from .experiment import build
-from .faults import FaultInjector
 from .methods import Method, make_method
 from .problems import make_shards
 from .resume import ResumeRequest
 from .runner import finish, prepare_master, resolve_config
 from .wire import Slots, pack, rank_workers, unpack
-from .worker import WorkerGroup
+from .worker import WorkerFailed, WorkerGroup
 
 TAG_ERROR = 77
 STOP = -1.0
@@ -125,12 +124,10 @@ def _worker_main(comm, header: dict) -> int:
     if header["restore"]:
         for state, snapshot in zip(group.states, comm.recv(source=0, tag=3)):
             snapshot.restore(state)
-    faults = [FaultInjector.from_environment(i + 1) for i in mine]  # worker i is "rank" i + 1 to the injector
     slots = Slots(method, header["n"], d)
     xbuf = np.zeros(d + 1)
     send = {key: np.zeros(len(mine) * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
     monitors = {key: slots.monitor_rows(buf, key, len(mine)) for key, buf in send.items()}  # filled in place
-    label = f"worker {mine.start}" if len(mine) == 1 else f"workers {mine.start}-{mine.stop - 1}"
     failed = False
     while True:
         comm.Bcast(xbuf, root=0)
@@ -143,18 +140,15 @@ def _worker_main(comm, header: dict) -> int:
         t, logged = divmod(int(control), 2)
         key, logged = min(t, 1), bool(logged)
         if not failed:
-            who = label
             try:
-                for i, fault in zip(mine, faults):
-                    who = f"worker {i}"  # an injected fault belongs to one worker
-                    fault.maybe_fail(t)
-                who = label
                 messages = group.round(xbuf[:-1], t, monitors[key] if logged else None)
                 for j, message in enumerate(messages):
                     pack(message, slots.specs[key], slots.message(send[key], key, logged, j))
             except Exception as err:  # noqa: BLE001 -- any failure is reported, then the collectives go on until rank 0 stops us
                 failed = True
-                text = f"{who} (rank {rank}) failed in round {t}: {type(err).__name__}: {err}"
+                who, detail = ((err.who, err.detail) if isinstance(err, WorkerFailed)
+                               else (group.label, f"{type(err).__name__}: {err}"))
+                text = f"{who} (rank {rank}) failed in round {t}: {detail}"
                 comm.send((t, text.replace("\n", " ")), dest=0, tag=TAG_ERROR)
         if failed:
             send[key][:] = 0

@@ -6,9 +6,8 @@ import numpy as np
 
 from .checkpoint import WorkerSnapshot
 from .engine import RunFailed
-from .faults import FaultInjector
 from .methods import Message
-from .worker import WorkerGroup
+from .worker import WorkerFailed, WorkerGroup
 
 
 def message_nbytes(m: Message) -> int:
@@ -22,19 +21,13 @@ class SerialCluster:
     def __init__(self, group: WorkerGroup, d: int):
         self.group = group
         self.monitors = np.empty((group.m, d + 2))
-        self.faults = [FaultInjector.from_environment(i + 1) for i in range(group.m)]
 
     def round(self, x: np.ndarray, t: int, logged: bool) -> tuple[list[Message], np.ndarray, np.ndarray | None]:
         x_seen = x.copy()  # the workers get their own copy, as over a wire
-        who = "a worker"
         try:
-            for i, fault in enumerate(self.faults):
-                who = f"worker {i}"
-                fault.maybe_fail(t)
-            who = "a worker"  # the group computes in one pass: a failure there belongs to no single worker
             messages = self.group.round(x_seen, t, self.monitors if logged else None)
-        except Exception as err:
-            raise RunFailed(f"{who} failed in round {t}: {type(err).__name__}: {err}", t) from err
+        except WorkerFailed as err:
+            raise RunFailed(str(err), t) from err
         wire_bytes = np.array([message_nbytes(m) for m in messages], dtype=np.int64)
         return messages, wire_bytes, (self.monitors if logged else None)
 

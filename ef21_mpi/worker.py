@@ -12,8 +12,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .faults import FaultInjector
 from .methods import Message, Method, WorkerState
 from .problems import ShardGroup
+
+
+class WorkerFailed(Exception):
+    """A round of the group raised: ``who`` is the worker (or, for the shared pass, the group), ``detail`` the error."""
+
+    def __init__(self, who: str, t: int, detail: str):
+        super().__init__(f"{who} failed in round {t}: {detail}")
+        self.who, self.detail = who, detail
 
 
 class WorkerGroup:
@@ -30,10 +39,16 @@ class WorkerGroup:
         self.batch_size = batch_size
         self.first = first
         self.states: list[WorkerState] = [method.new_worker_state(np.random.default_rng(s)) for s in seeds]
+        self.faults = [FaultInjector.from_environment(first + j + 1) for j in range(self.m)]  # worker i is "rank" i+1
 
     @property
     def m(self) -> int:
         return len(self.states)
+
+    @property
+    def label(self) -> str:
+        last = self.first + self.m - 1
+        return f"worker {self.first}" if self.m == 1 else f"workers {self.first}-{last}"
 
     def _minibatch_rows(self, j: int) -> np.ndarray:
         # tau rows without replacement from worker j's stream, in increasing order.
@@ -45,17 +60,29 @@ class WorkerGroup:
             losses, grads = self.shards.losses_and_grads(x, with_losses=logged)
             return grads, grads, losses
         rows = [self._minibatch_rows(j) for j in range(self.m)]
-        losses, full = self.shards.losses_and_grads(x, with_losses=logged) if logged else (None, None)
+        whole = [len(r) == n for r, n in zip(rows, self.shards.n_rows)]  # tau = N_i: the full gradient, exactly
+        losses, full = self.shards.losses_and_grads(x, with_losses=logged) if logged or any(whole) else (None, None)
         used = np.empty((self.m, x.shape[0]))
         for j, r in enumerate(rows):
-            if len(r) < self.shards.n_rows[j]:
-                used[j] = self.shards.minibatch_grad(x, r, worker=j)
-            else:  # tau = N_i: the full gradient, exactly
-                used[j] = full[j] if full is not None else self.shards.grads(x)[j]
+            used[j] = full[j] if whole[j] else self.shards.minibatch_grad(x, r, worker=j)
         return used, full, losses
 
     def round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> list[Message]:
-        """Every worker's message for round ``t``; ``monitors`` (m x (d + 2)) is filled when given."""
+        """Every worker's message for round ``t``; ``monitors`` (m x (d + 2)) is filled when given.
+
+        Any error becomes `WorkerFailed`, naming the worker when it is one worker's (an injected fault).
+        """
+        who = self.label
+        try:
+            for j, fault in enumerate(self.faults):
+                who = f"worker {self.first + j}"
+                fault.maybe_fail(t)
+            who = self.label
+            return self._round(x, t, monitors)
+        except Exception as err:
+            raise WorkerFailed(who, t, f"{type(err).__name__}: {err}") from err
+
+    def _round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> list[Message]:
         d = x.shape[0]
         used, full, losses = self._gradients(x, monitors is not None)
         messages = [self.method.worker_round(state, used[j], t) for j, state in enumerate(self.states)]

@@ -30,6 +30,21 @@ def write_libsvm(path: Path, N: int = 60, d: int = 12, seed: int = 0) -> Path:
     return path
 
 
+def write_exact_libsvm(path: Path, N: int = 60, d: int = 8, seed: int = 0,
+                       density: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """Random rows of short decimals (exact in binary), 0/1 labels; column d occurs, so the file's d is d.
+
+    Returns the data as the package reads it: the dense matrix and the labels mapped to -1/+1.
+    """
+    rng = np.random.default_rng(seed)
+    A = np.where(rng.random((N, d)) < density, rng.integers(-8, 9, size=(N, d)) * 0.25, 0.0)
+    A[0, d - 1] = 1.0
+    labels = rng.integers(0, 2, size=N)
+    lines = [f"{labels[j]} " + " ".join(f"{c + 1}:{A[j, c]}" for c in np.flatnonzero(A[j])) for j in range(N)]
+    path.write_text("\n".join(lines) + "\n")
+    return A, 2.0 * labels - 1.0
+
+
 def ef21(args: list[str], *, ranks: int | None = None, env: dict | None = None, timeout: float = TIMEOUT):
     """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess."""
     cmd = [sys.executable, "-m", "ef21_mpi", *args]

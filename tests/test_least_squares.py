@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import write_exact_libsvm
 
 from ef21_mpi import problems
 from ef21_mpi.data import shard
@@ -101,14 +102,7 @@ def test_constants_and_optimum_on_real_data(dataset, data_dir):
 
 
 def write_problem(path: Path, N: int = 60, d: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A LibSVM file of short decimals (exact in binary), 0/1 labels; returns the data as read (labels -1/+1)."""
-    rng = np.random.default_rng(seed)
-    A = np.where(rng.random((N, d)) < 0.5, rng.integers(-8, 9, size=(N, d)) * 0.25, 0.0)
-    A[0, d - 1] = 1.0
-    labels = rng.integers(0, 2, size=N)
-    lines = [f"{labels[j]} " + " ".join(f"{c + 1}:{A[j, c]}" for c in np.flatnonzero(A[j])) for j in range(N)]
-    path.write_text("\n".join(lines) + "\n")
-    return A, 2.0 * labels - 1.0
+    return write_exact_libsvm(path, N, d, seed, density=0.5)
 
 
 def run_least_squares(tmp_path: Path, name: str, *extra: str) -> tuple[dict, dict]:

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import real_data_dir
+from helpers import write_exact_libsvm
 
 from ef21_mpi.errors import InputError
 from ef21_mpi.theory import format_report, theory_report
@@ -56,13 +57,7 @@ def theta_of(alpha: float) -> float:
 
 
 def write_libsvm(path: Path, N: int = 60, d: int = 8, seed: int = 0) -> Path:
-    """Random rows with short decimal values (exact in binary); column d occurs, so the file's d is d."""
-    rng = np.random.default_rng(seed)
-    A = np.where(rng.random((N, d)) < 0.4, rng.integers(-8, 9, size=(N, d)) * 0.25, 0.0)
-    A[0, d - 1] = 1.0
-    labels = rng.integers(0, 2, size=N)
-    lines = [f"{labels[j]} " + " ".join(f"{c + 1}:{A[j, c]}" for c in np.flatnonzero(A[j])) for j in range(N)]
-    path.write_text("\n".join(lines) + "\n")
+    write_exact_libsvm(path, N, d, seed, density=0.4)
     return path
 
 
