@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ef21_mpi.compressors import Compressor
-from ef21_mpi.engine import LoopOptions, fresh_loop, run_master
-from ef21_mpi.methods import make_method
-from ef21_mpi.problems import LogisticShards
-from ef21_mpi.runlog import RunLog
-from ef21_mpi.serial import SerialCluster
-from ef21_mpi.worker import WorkerGroup
+from ef21_mpi.core.compressors import Compressor
+from ef21_mpi.core.methods import make_method
+from ef21_mpi.core.problems import LogisticShards
+from ef21_mpi.runtime.logschema import RunLog
+from ef21_mpi.runtime.loop import LoopOptions, fresh_loop, run_master
+from ef21_mpi.runtime.serial import SerialCluster
+from ef21_mpi.runtime.worker import WorkerGroup
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "data" / "fixtures"

@@ -26,9 +26,9 @@ import h5py
 import numpy as np
 import pytest
 
-from ef21_mpi.data import parse_libsvm
+from ef21_mpi.core.data import parse_libsvm
+from ef21_mpi.core.datasets import REGISTRY
 from ef21_mpi.errors import InputError
-from ef21_mpi.registry import REGISTRY
 
 TIMEOUT = 90  # seconds per launch before it counts as a hang
 PROMPT = 30  # seconds an input error may take, start-up of every rank included

@@ -12,10 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from ef21_mpi import bench, bench_naive, synth
-from ef21_mpi.cli import main as cli_main
-from ef21_mpi.compressors import TopK
-from ef21_mpi.registry import load
+from ef21_mpi.bench import bench
+from ef21_mpi.bench import naive as bench_naive
+from ef21_mpi.cli.main import main as cli_main
+from ef21_mpi.core import synth
+from ef21_mpi.core.compressors import TopK
+from ef21_mpi.core.datasets import load
 
 BENCH_TIMEOUT = 900  # seconds for the whole --quick bench on a loaded machine; a hang fails instead of blocking
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ef21_mpi.compressors import Identity, RandK, TopK, densify, make_compressor
+from ef21_mpi.core.compressors import Identity, RandK, TopK, densify, make_compressor
 from ef21_mpi.errors import InputError
 
 # Upper 1e-6 quantiles of chi-square with 10 and 9 degrees of freedom (scipy.stats.chi2.ppf(1 - 1e-6, dof)),

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ef21_mpi import data
-from ef21_mpi.data import parse_libsvm, read_libsvm, shard, shard_bounds
+from ef21_mpi.core import data
+from ef21_mpi.core.data import parse_libsvm, read_libsvm, shard, shard_bounds
 from ef21_mpi.errors import InputError
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "tiny.svm"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import write_pm1_libsvm as write_libsvm
 
-from ef21_mpi.cli import main
+from ef21_mpi.cli.main import main
 
 
 @pytest.fixture

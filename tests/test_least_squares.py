@@ -20,10 +20,10 @@ import pytest
 import scipy.sparse as sp
 from helpers import write_exact_libsvm
 
-from ef21_mpi import problems
-from ef21_mpi.data import shard
-from ef21_mpi.problems import LeastSquaresShards, least_squares_optimum, smoothness_constants
-from ef21_mpi.registry import load
+from ef21_mpi.core import problems
+from ef21_mpi.core.data import shard
+from ef21_mpi.core.datasets import load
+from ef21_mpi.core.problems import LeastSquaresShards, least_squares_optimum, smoothness_constants
 
 TIMEOUT = 180
 

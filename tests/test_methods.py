@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import random_shards, run_serial_direct
 
-from ef21_mpi.compressors import Identity, RandK, TopK
-from ef21_mpi.methods import MessageSpec, make_method
-from ef21_mpi.serial import message_nbytes
+from ef21_mpi.core.compressors import Identity, RandK, TopK
+from ef21_mpi.core.methods import MessageSpec, make_method
+from ef21_mpi.runtime.serial import message_nbytes
 
 LAM = 0.1
 
@@ -183,7 +183,7 @@ def test_log_every_keeps_bits_exact(tmp_path):
 
 
 def test_message_nbytes_matches_spec():
-    from ef21_mpi.methods import Message
+    from ef21_mpi.core.methods import Message
 
     m = Message(np.arange(3, dtype=np.int32), np.ones(3), flag=1)
     assert message_nbytes(m) == MessageSpec(3, True, True).nbytes == 3 * 12 + 1

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import write_pm1_libsvm as write_libsvm
 
-from ef21_mpi import plot_cmd
-from ef21_mpi.cli import main
-from ef21_mpi.results import bits_per_worker, load_run
+from ef21_mpi.analysis.results import bits_per_worker, load_run
+from ef21_mpi.cli import plot as plot_cmd
+from ef21_mpi.cli.main import main
 
 pytest.importorskip("matplotlib")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ef21_mpi import problems
-from ef21_mpi.problems import LeastSquaresShards, LogisticShards, least_squares_optimum, smoothness_constants
+from ef21_mpi.core import problems
+from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards, least_squares_optimum, smoothness_constants
 
 LAM = 0.1
 

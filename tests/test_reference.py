@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ef21_mpi.config import RunConfig
-from ef21_mpi.engine import LoopOptions, fresh_loop, run_master
-from ef21_mpi.experiment import build
-from ef21_mpi.runlog import RunLog
-from ef21_mpi.serial import SerialCluster
-from ef21_mpi.worker import WorkerGroup, summarise
+from ef21_mpi.runtime.config import RunConfig
+from ef21_mpi.runtime.experiment import build
+from ef21_mpi.runtime.logschema import RunLog
+from ef21_mpi.runtime.loop import LoopOptions, fresh_loop, run_master
+from ef21_mpi.runtime.serial import SerialCluster
+from ef21_mpi.runtime.worker import WorkerGroup, summarise
 
 # data set: (L, L~, gamma top-1, f(x^0), ||grad f(x^0)||^2, ||grad f||^2 after 1000 EF21 rounds)
 REFERENCE = {

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ef21_mpi import registry
+from ef21_mpi.core import datasets as registry
+from ef21_mpi.core.datasets import DatasetInfo, data_dirs, fetch, find_dataset_file, list_datasets, load
 from ef21_mpi.errors import InputError
-from ef21_mpi.registry import DatasetInfo, data_dirs, fetch, find_dataset_file, list_datasets, load
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "tiny.svm"
 REAL_DIR = Path(os.environ.get("EF21_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/libsvm")

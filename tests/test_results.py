@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from helpers import write_pm1_libsvm as write_libsvm
 
-from ef21_mpi.cli import main
+from ef21_mpi.analysis.results import Run, bits_per_worker, label, load_run, outcome, summary, tuning_key
+from ef21_mpi.cli.main import main
 from ef21_mpi.errors import InputError
-from ef21_mpi.results import Run, bits_per_worker, label, load_run, outcome, summary, tuning_key
 
 
 def run_log(tmp_path, name="run.h5", *extra):

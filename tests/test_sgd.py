@@ -14,10 +14,10 @@ import pytest
 import scipy.sparse as sp
 from helpers import VOLATILE, VOLATILE_ATTRS, read_log
 
-from ef21_mpi.compressors import TopK
-from ef21_mpi.methods import make_method
-from ef21_mpi.problems import LeastSquaresShards, LogisticShards
-from ef21_mpi.worker import WorkerGroup
+from ef21_mpi.core.compressors import TopK
+from ef21_mpi.core.methods import make_method
+from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards
+from ef21_mpi.runtime.worker import WorkerGroup
 
 LAM = 0.1
 TIMEOUT = 180  # seconds per launch

@@ -8,7 +8,7 @@ from decimal import Decimal, getcontext
 import numpy as np
 import pytest
 
-from ef21_mpi.stepsizes import Theory, theory, theta_beta
+from ef21_mpi.core.stepsizes import Theory, theory, theta_beta
 
 getcontext().prec = 40
 

@@ -10,10 +10,10 @@ import h5py
 import pytest
 from helpers import write_pm1_libsvm as write_libsvm
 
-from ef21_mpi.cli import build_parser, main
+from ef21_mpi.analysis.results import load_run
+from ef21_mpi.analysis.sweep import Config, command, expand_grid, grid_from_args
+from ef21_mpi.cli.main import build_parser, main
 from ef21_mpi.errors import InputError
-from ef21_mpi.results import load_run
-from ef21_mpi.sweep import Config, command, expand_grid, grid_from_args
 
 
 def test_expand_grid_is_the_product_of_the_flags():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ef21_mpi import synth
-from ef21_mpi.cli import main as cli_main
-from ef21_mpi.data import shard_bounds
+from ef21_mpi.cli.main import main as cli_main
+from ef21_mpi.core import synth
+from ef21_mpi.core.data import shard_bounds
+from ef21_mpi.core.datasets import load
 from ef21_mpi.errors import InputError
-from ef21_mpi.registry import load
 
 
 @pytest.mark.parametrize("suffix", [".svm", ".svm.bz2", ".svm.gz"])

@@ -20,9 +20,9 @@ import pytest
 from conftest import real_data_dir
 from helpers import write_exact_libsvm
 
+from ef21_mpi.analysis.theory import format_report, theory_report
+from ef21_mpi.cli.theory import plot_theory
 from ef21_mpi.errors import InputError
-from ef21_mpi.theory import format_report, theory_report
-from ef21_mpi.theory_cmd import plot_theory
 
 TIMEOUT = 300
 # SPEC 5's reference table (n = 20, lam = 0.1, top-1, 1000 EF21 rounds): L, L~, gamma, ||grad f||^2 at t = 1000

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ef21_mpi.compressors import Identity, RandK, TopK
-from ef21_mpi.methods import Message, make_method
-from ef21_mpi.wire import Slots, pack, rank_workers, unpack
+from ef21_mpi.core.compressors import Identity, RandK, TopK
+from ef21_mpi.core.methods import Message, make_method
+from ef21_mpi.runtime.wire import Slots, pack, rank_workers, unpack
 
 
 def test_rank_workers_are_balanced_contiguous_blocks():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ef21_mpi.compressors import RandK, TopK
-from ef21_mpi.methods import make_method
-from ef21_mpi.problems import LeastSquaresShards, LogisticShards, stacked_transpose
-from ef21_mpi.worker import WorkerGroup
+from ef21_mpi.core.compressors import RandK, TopK
+from ef21_mpi.core.methods import make_method
+from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards, stacked_transpose
+from ef21_mpi.runtime.worker import WorkerGroup
 
 LAM = 0.1
 SIZES = [7, 0, 13, 1, 29, 8]  # uneven, one empty worker

@@ -28,17 +28,17 @@ from dataclasses import replace
 import numpy as np
 import scipy.sparse as sp
 
-from .checkpoint import WorkerSnapshot
-from .config import RunConfig
-from .engine import RunFailed, run_master
-from .errors import InputError
-from .experiment import build
-from .methods import Method, make_method
-from .problems import make_shards
-from .resume import ResumeRequest
-from .runner import finish, prepare_master, resolve_config
-from .wire import Slots, pack, rank_workers, unpack
-from .worker import WorkerFailed, WorkerGroup
+from ef21_mpi.core.methods import Method, make_method
+from ef21_mpi.core.problems import make_shards
+from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.checkpoint import WorkerSnapshot
+from ef21_mpi.runtime.config import RunConfig
+from ef21_mpi.runtime.experiment import build
+from ef21_mpi.runtime.loop import RunFailed, run_master
+from ef21_mpi.runtime.resume import ResumeRequest
+from ef21_mpi.runtime.session import finish, prepare_master, resolve_config
+from ef21_mpi.runtime.wire import Slots, pack, rank_workers, unpack
+from ef21_mpi.runtime.worker import WorkerFailed, WorkerGroup
 
 TAG_ERROR = 77
 STOP = -1.0

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .faults import FaultInjector
-from .methods import Message, Method, WorkerState
-from .problems import ShardGroup
+from ef21_mpi.core.methods import Message, Method, WorkerState
+from ef21_mpi.core.problems import ShardGroup
+from ef21_mpi.runtime.faults import FaultInjector
 
 
 class WorkerFailed(Exception):

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from . import __version__
-from .compressors import Compressor, Identity, make_compressor
-from .config import RunConfig
-from .data import Dataset, shard_bounds
-from .errors import InputError
-from .methods import Method, make_method
-from .problems import Constants, ShardGroup, make_shards, smoothness_constants
-from .registry import load as load_dataset
-from .stepsizes import Theory, theory
+from ef21_mpi import __version__
+from ef21_mpi.core.compressors import Compressor, Identity, make_compressor
+from ef21_mpi.core.data import Dataset, shard_bounds
+from ef21_mpi.core.datasets import load as load_dataset
+from ef21_mpi.core.methods import Method, make_method
+from ef21_mpi.core.problems import Constants, ShardGroup, make_shards, smoothness_constants
+from ef21_mpi.core.stepsizes import Theory, theory
+from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.config import RunConfig
 
 
 @dataclass

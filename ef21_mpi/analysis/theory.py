@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from . import stepsizes
-from .errors import InputError
+from ef21_mpi.core import stepsizes
+from ef21_mpi.errors import InputError
 
 GAMMA_SLACK = 1e-12  # relative: gamma <= gamma_theory, and logged constants against their recomputation
 BOUND_SLACK = 1e-10  # relative: rounding in the cumulative sums and powers that form the bounds

@@ -7,10 +7,10 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .compressors import COMPRESSORS
-from .errors import InputError
-from .methods import INITS, METHODS
-from .problems import PROBLEMS
+from ef21_mpi.core.compressors import COMPRESSORS
+from ef21_mpi.core.methods import INITS, METHODS
+from ef21_mpi.core.problems import PROBLEMS
+from ef21_mpi.errors import InputError
 
 BACKENDS = ("auto", "serial", "mpi")
 SERIAL_WORKERS = 20  # the paper's n

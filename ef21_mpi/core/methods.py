@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .compressors import INDEX_DTYPE, VALUE_DTYPE, Compressor, Identity
-from .errors import InputError
+from ef21_mpi.core.compressors import INDEX_DTYPE, VALUE_DTYPE, Compressor, Identity
+from ef21_mpi.errors import InputError
 
 METHODS = ("ef21", "ef21-plus", "ef", "gd", "dcgd", "ef21-sgd")
 INITS = ("full", "compressed", "zero")

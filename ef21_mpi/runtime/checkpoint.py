@@ -20,8 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import InputError
-from .methods import MasterState, WorkerState
+from ef21_mpi.core.methods import MasterState, WorkerState
+from ef21_mpi.errors import InputError
 
 FORMAT_VERSION = 1
 

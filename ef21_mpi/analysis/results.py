@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import InputError
-from .methods import DISPLAY_NAMES
+from ef21_mpi.core.methods import DISPLAY_NAMES
+from ef21_mpi.errors import InputError
 
 FINAL_STATUSES = ("completed", "converged", "diverged")
 # Methods whose row 0 is an initialisation (the workers send g_i^0) rather than a step; for EF, GD and DCGD

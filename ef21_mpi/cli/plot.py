@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .results import Run, bits_per_worker, label, load_run, method_name, multiplier, stepsize_label
+from ef21_mpi.analysis.results import Run, bits_per_worker, label, load_run, method_name, multiplier, stepsize_label
+from ef21_mpi.errors import InputError
 
 Y_CHOICES = ("grad_norm_sq", "loss", "distortion")
 X_CHOICES = ("bits", "rounds", "time")
@@ -55,7 +55,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     output = Path(args.output)
     check_output(output)
     if args.theory:
-        from .theory_cmd import plot_theory
+        from ef21_mpi.cli.theory import plot_theory
 
         plot_theory(args.logs, output)
         print(f"wrote {output} (theory overlay, {len(args.logs)} runs)")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import h5py
 
-from . import checkpoint
-from .checkpoint import LoopState, WorkerSnapshot
-from .config import RUNTIME_FIELDS, RunConfig
-from .engine import fresh_loop
-from .errors import InputError
-from .experiment import Experiment
-from .methods import Method
-from .runlog import RunLog
+from ef21_mpi.core.methods import Method
+from ef21_mpi.errors import InputError
+from ef21_mpi.runtime import checkpoint
+from ef21_mpi.runtime.checkpoint import LoopState, WorkerSnapshot
+from ef21_mpi.runtime.config import RUNTIME_FIELDS, RunConfig
+from ef21_mpi.runtime.experiment import Experiment
+from ef21_mpi.runtime.logschema import RunLog
+from ef21_mpi.runtime.loop import fresh_loop
 
 FINAL_STATUSES = ("completed", "converged", "diverged")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ef21_mpi.errors import InputError
 
 INDEX_DTYPE = np.int32
 VALUE_DTYPE = np.float64

@@ -1,8 +1,8 @@
-"""The bench's printed table: every figure of `ef21_mpi.bench` with its ratio, target and verdict."""
+"""The bench's printed table: every figure of `ef21_mpi.bench.bench` with its ratio, target and verdict."""
 
 from __future__ import annotations
 
-from .bench_naive import N_WORKERS
+from ef21_mpi.bench.naive import N_WORKERS
 
 
 def ms(seconds: float | None) -> str:

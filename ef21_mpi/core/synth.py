@@ -1,7 +1,7 @@
 """``ef21-mpi data synth``: synthetic LibSVM-like sparse data with heterogeneous shards, for scale tests.
 
 Rows are generated in ``n`` sequential blocks that line up with the package's sharding
-(`ef21_mpi.data.shard_bounds`), and every block differs from the others on purpose (SPEC 1: no
+(`ef21_mpi.core.data.shard_bounds`), and every block differs from the others on purpose (SPEC 1: no
 similarity between shards is assumed):
 
 - *features*: each row has exactly ``Z`` distinct columns. Column ranks follow a power law
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .data import shard_bounds
-from .errors import InputError
+from ef21_mpi.core.data import shard_bounds
+from ef21_mpi.errors import InputError
 
 VALUE_DECIMALS = 4
 _VALUE_QUANTUM = 10**VALUE_DECIMALS

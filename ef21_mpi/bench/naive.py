@@ -1,6 +1,6 @@
 """The bench's naive baseline: EF21 as a typical research script writes it (dense shards, a loop over workers).
 
-It exists to be measured against (`ef21_mpi.bench`, part 2) and is checked against the package's iterates
+It exists to be measured against (`ef21_mpi.bench.bench`, part 2) and is checked against the package's iterates
 in ``tests/test_bench.py``; nothing else uses it.
 """
 
@@ -14,7 +14,7 @@ N_WORKERS = 20  # the paper's n
 
 def naive_shards(A, y: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Dense ``(A_i, y_i)`` numpy arrays of the package's sequential shards."""
-    from .data import shard_bounds
+    from ef21_mpi.core.data import shard_bounds
 
     return [(A[lo:hi].toarray(), y[lo:hi].copy()) for lo, hi in shard_bounds(A.shape[0], n)]
 

@@ -7,12 +7,12 @@ import os
 import sys
 import traceback
 
-from . import __version__
-from .compressors import COMPRESSORS
-from .config import BACKENDS, RunConfig
-from .errors import InputError
-from .methods import INITS, METHODS
-from .problems import PROBLEMS
+from ef21_mpi import __version__
+from ef21_mpi.core.compressors import COMPRESSORS
+from ef21_mpi.core.methods import INITS, METHODS
+from ef21_mpi.core.problems import PROBLEMS
+from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.config import BACKENDS, RunConfig
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +58,8 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .resume import ResumeRequest
-    from .runner import run
+    from ef21_mpi.runtime.resume import ResumeRequest
+    from ef21_mpi.runtime.session import run
 
     values = {name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)}
     if args.resume is not None:
@@ -84,7 +84,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _registry():
-    from . import registry
+    from ef21_mpi.core import datasets as registry
 
     return registry
 
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _tool_parsers():
     """Subcommands that live in their own modules (inspect, plot, sweep, ...)."""
-    from . import tools
+    from ef21_mpi.cli import tools
 
     return tools.PARSERS
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except InputError as err:
-        from .runner import mpi_rank
+        from ef21_mpi.runtime.session import mpi_rank
 
         if mpi_rank() == 0:  # under mpiexec every rank fails alike; one message is enough
             if args.debug:

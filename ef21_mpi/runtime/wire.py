@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compressors import INDEX_DTYPE, VALUE_DTYPE
-from .methods import Message, MessageSpec, Method
+from ef21_mpi.core.compressors import INDEX_DTYPE, VALUE_DTYPE
+from ef21_mpi.core.methods import Message, MessageSpec, Method
 
 
 def aligned(nbytes: int) -> int:

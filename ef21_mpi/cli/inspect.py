@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .results import load_run, summary
-from .theory import format_report, theory_report
+from ef21_mpi.analysis.results import load_run, summary
+from ef21_mpi.analysis.theory import format_report, theory_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:

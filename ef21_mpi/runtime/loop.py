@@ -18,11 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
-from .checkpoint import Checkpoint, LoopState, WorkerSnapshot
-from .faults import FaultInjector
-from .methods import Message, Method
-from .runlog import RunLog
-from .worker import summarise
+from ef21_mpi.core.methods import Message, Method
+from ef21_mpi.runtime.checkpoint import Checkpoint, LoopState, WorkerSnapshot
+from ef21_mpi.runtime.faults import FaultInjector
+from ef21_mpi.runtime.logschema import RunLog
+from ef21_mpi.runtime.worker import summarise
 
 BITS_PER_FLOAT64 = 64
 

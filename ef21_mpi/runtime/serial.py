@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checkpoint import WorkerSnapshot
-from .engine import RunFailed
-from .methods import Message
-from .worker import WorkerFailed, WorkerGroup
+from ef21_mpi.core.methods import Message
+from ef21_mpi.runtime.checkpoint import WorkerSnapshot
+from ef21_mpi.runtime.loop import RunFailed
+from ef21_mpi.runtime.worker import WorkerFailed, WorkerGroup
 
 
 def message_nbytes(m: Message) -> int:

@@ -1,13 +1,13 @@
 """The MPI side of ``ef21-mpi bench``: one ``mpiexec`` launch measures the communication floor, then real runs.
 
-Launched by `ef21_mpi.bench` as ``mpiexec -n N python -m mpi4py -m ef21_mpi.bench_mpi --spec FILE`` (``-m mpi4py``
+Launched by `ef21_mpi.bench.bench` as ``mpiexec -n N python -m mpi4py -m ef21_mpi.bench.mpi --spec FILE`` (``-m mpi4py``
 turns an exception on any rank into an abort instead of a hang). In that one launch:
 
 1. **Communication floor**, measured just before each run: the MPI backend's round pattern (the same
    `wire` objects, waited for the same way) with no computation: the broadcast of ``d + 1`` doubles from
    rank 0, then the gather of every worker's ``12 k``-byte slot, timed on rank 0 round by round; then the
    same with the ``d + 2``-double monitoring row that logged rounds append to each slot.
-2. **Real runs**: ``ef21-mpi run`` exactly as a user launches it (`ef21_mpi.cli.main` on every rank). The
+2. **Real runs**: ``ef21-mpi run`` exactly as a user launches it (`ef21_mpi.cli.main.main` on every rank). The
    class method ``WorkerGroup.round`` is wrapped to time each worker's computation (wall and CPU seconds);
    the per-round time comes from the log's ``wall_time``.
 3. **Isolated compute**: after a run, each worker in turn repeats its last round (plain and logged) while
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import worker as worker_module
-from .cli import main as cli_main
-from .compressors import TopK
-from .methods import make_method
-from .runlog import RunLog
-from .wire import Slots, rank_workers
+from ef21_mpi.cli.main import main as cli_main
+from ef21_mpi.core.compressors import TopK
+from ef21_mpi.core.methods import make_method
+from ef21_mpi.runtime import worker as worker_module
+from ef21_mpi.runtime.logschema import RunLog
+from ef21_mpi.runtime.wire import Slots, rank_workers
 
 
 def _quiet_barrier(comm, poll: float = 0.0005) -> None:

@@ -15,18 +15,18 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import checkpoint
-from .checkpoint import LoopState, WorkerSnapshot
-from .config import SERIAL_WORKERS, RunConfig, validate
-from .engine import Checkpointer, LoopOptions, Outcome, Progress, StopRequest, fresh_loop, run_master
-from .errors import InputError
-from .experiment import Experiment, build, log_attributes
-from .faults import FaultInjector
-from .methods import Method
-from .resume import ResumeRequest, read_attrs, restore, resume_config
-from .runlog import RunLog, acquire_writer_lock, lock_path
-from .serial import SerialCluster
-from .worker import WorkerGroup
+from ef21_mpi.core.methods import Method
+from ef21_mpi.errors import InputError
+from ef21_mpi.runtime import checkpoint
+from ef21_mpi.runtime.checkpoint import LoopState, WorkerSnapshot
+from ef21_mpi.runtime.config import SERIAL_WORKERS, RunConfig, validate
+from ef21_mpi.runtime.experiment import Experiment, build, log_attributes
+from ef21_mpi.runtime.faults import FaultInjector
+from ef21_mpi.runtime.logschema import RunLog, acquire_writer_lock, lock_path
+from ef21_mpi.runtime.loop import Checkpointer, LoopOptions, Outcome, Progress, StopRequest, fresh_loop, run_master
+from ef21_mpi.runtime.resume import ResumeRequest, read_attrs, restore, resume_config
+from ef21_mpi.runtime.serial import SerialCluster
+from ef21_mpi.runtime.worker import WorkerGroup
 
 EXIT_CODES = {"completed": 0, "converged": 0, "failed": 1, "diverged": 3}
 
@@ -157,7 +157,7 @@ def resolve_config(cfg: RunConfig | None, resume: ResumeRequest | None) -> RunCo
 def run(cfg: RunConfig | None, resume: ResumeRequest | None = None) -> int:
     backend = resume.explicit.get("backend", "auto") if resume is not None else cfg.backend
     if choose_backend(backend) == "mpi":
-        from .mpi_backend import run_mpi
+        from ef21_mpi.runtime.mpi import run_mpi
 
         return run_mpi(cfg, resume)  # rank 0 resolves and validates, and tells the others
     if mpi_world_size() > 1:

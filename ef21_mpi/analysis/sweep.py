@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
-from .methods import METHODS
-from .registry import REGISTRY
-from .results import BITS_PER_COORDINATE, FINAL_STATUSES, WITH_INITIALISATION, load_run
+from ef21_mpi.analysis.results import BITS_PER_COORDINATE, FINAL_STATUSES, WITH_INITIALISATION, load_run
+from ef21_mpi.core.datasets import REGISTRY
+from ef21_mpi.core.methods import METHODS
+from ef21_mpi.errors import InputError
 
 GRID_KEYS = ("datasets", "algorithms", "multipliers", "k", "rounds", "tol", "bits_budget", "log_every", "workers")
 DEFAULTS = {"algorithms": ["ef", "ef21", "ef21-plus"], "multipliers": [1.0], "k": [1], "tol": 0.0,

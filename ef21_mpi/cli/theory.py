@@ -13,9 +13,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import InputError
-from .plot_cmd import check_output
-from .theory import format_report, theory_report
+from ef21_mpi.analysis.theory import format_report, theory_report
+from ef21_mpi.cli.plot import check_output
+from ef21_mpi.errors import InputError
 
 PANEL_SIZE = (4.8, 3.6)  # inches per panel
 MAX_COLUMNS = 3

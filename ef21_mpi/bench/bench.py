@@ -7,10 +7,10 @@ and the table shows medians):
 1. the serial backend (EF21, Top-1, a9a, 20 workers, through ``ef21-mpi run`` in this process) against the
    *compute floor*: one ``A x`` plus one ``A^T s`` over the whole data set held as one CSR matrix;
 2. a *naive baseline* written here as a typical research script is: dense shard matrices, a Python loop
-   over workers, Top-k by ``np.argsort`` (`ef21_mpi.bench_naive`);
-3. the MPI backend under ``mpiexec`` (`ef21_mpi.bench_mpi`) against the *communication floor* measured in
+   over workers, Top-k by ``np.argsort`` (`ef21_mpi.bench.naive`);
+3. the MPI backend under ``mpiexec`` (`ef21_mpi.bench.mpi`) against the *communication floor* measured in
    the same launch (the same ``Bcast``/``Gatherv`` with no computation) plus each rank's own compute;
-4. scale: synthetic data (`ef21_mpi.synth`) at several ``d``: start-up, time per round, peak memory per
+4. scale: synthetic data (`ef21_mpi.core.synth`) at several ``d``: start-up, time per round, peak memory per
    rank, uplink bits per worker per round, and the live blocks as large as an ``n x d`` array.
 
 The bench asserts nothing about time; it prints. ``--quick`` runs every part at toy sizes (for the tests).
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_naive import N_WORKERS, dense_floor, median_seconds, naive_ef21, naive_shards
-from .bench_report import format_report, ms
-from .errors import InputError
+from ef21_mpi.bench.naive import N_WORKERS, dense_floor, median_seconds, naive_ef21, naive_shards
+from ef21_mpi.bench.report import format_report, ms
+from ef21_mpi.errors import InputError
 
 PARTS = {"serial", "mpi", "scale"}
 DEFAULT_DIMS = (10**3, 10**4, 10**5, 10**6)
@@ -87,7 +87,7 @@ def run_args(dataset: str, out: Path, rounds: int, log_every: int, k: int, worke
 
 def serial_run(args: list[str]) -> dict:
     """``ef21-mpi run`` in this process (the package's real serial engine); the figures from its log."""
-    from .cli import main as cli_main
+    from ef21_mpi.cli.main import main as cli_main
 
     out = Path(args[args.index("--out") + 1])
     started = time.perf_counter()
@@ -107,11 +107,11 @@ def find_mpiexec() -> str:
 
 
 def launch_mpi(spec: dict, ranks: int, mpiexec: str, timeout: float, workdir: Path) -> dict:
-    """Run `ef21_mpi.bench_mpi` under ``mpiexec -n ranks``; the whole job is ended if it outlives ``timeout``."""
+    """Run `ef21_mpi.bench.mpi` under ``mpiexec -n ranks``; the whole job is ended if it outlives ``timeout``."""
     spec_path = workdir / f"mpi-spec-{time.monotonic_ns()}.json"
     spec = {**spec, "workdir": str(workdir), "out": str(spec_path.with_suffix(".out.json"))}
     spec_path.write_text(json.dumps(spec))
-    cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "ef21_mpi.bench_mpi", "--spec",
+    cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "ef21_mpi.bench.mpi", "--spec",
            str(spec_path)]
     job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -163,7 +163,7 @@ def machine() -> dict:
 
 def part_serial_and_naive(opts, workdir: Path) -> dict:
     """Parts 1 and 2: compute floor, serial backend (two log intervals) and the naive baseline, interleaved."""
-    from .registry import load
+    from ef21_mpi.core.datasets import load
 
     ds = load(opts.dataset, opts.data_dir)
     shards = naive_shards(ds.A, ds.y, N_WORKERS)
@@ -245,8 +245,8 @@ def part_scale(opts, workdir: Path) -> list[dict]:
     Start-up is what a user waits for before round 0 of ``ef21-mpi run``: the run's whole duration minus
     its round loop (the log's last ``wall_time``), i.e. load, sharding, every ``L_i`` and ``L``, workers, log.
     """
-    from . import synth
-    from .registry import load
+    from ef21_mpi.core import synth
+    from ef21_mpi.core.datasets import load
 
     results = []
     for d in opts.scale_dims:
@@ -361,7 +361,7 @@ def cmd_bench(opts: argparse.Namespace) -> int:
             print("part 1-2: serial backend, compute floor, naive baseline", file=sys.stderr)
             result["serial"] = part_serial_and_naive(opts, workdir)
         if "mpi" in parts:
-            from .registry import load
+            from ef21_mpi.core.datasets import load
 
             print(f"part 3: MPI backend, {opts.ranks} ranks", file=sys.stderr)
             result["mpi"] = part_mpi(opts, workdir, load(opts.dataset, opts.data_dir).d)
@@ -376,7 +376,7 @@ def cmd_bench(opts: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``ef21-mpi bench``, and ``ef21-mpi data synth`` (whose data the bench's scale part uses)."""
-    from .synth import register as register_synth
+    from ef21_mpi.core.synth import register as register_synth
 
     p = sub.add_parser("bench", help="time per round against this machine's limits, in one table",
                        description=__doc__.split("\n\n")[0])

@@ -16,11 +16,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ef21_mpi.data import Dataset, file_stem, parse_libsvm, read_uncompressed
+from ef21_mpi.core.data import Dataset, file_stem, parse_libsvm, read_uncompressed
 from ef21_mpi.errors import InputError
 
 ENV_VAR = "EF21_DATA_DIR"
-PROJECT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+PROJECT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 BASE_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/"
 SUFFIXES = ("", ".bz2", ".gz", ".xz", ".txt")
 DOWNLOAD_TIMEOUT = 20.0  # seconds

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from .errors import InputError
+from ef21_mpi.errors import InputError
 
 #: Above this dimension the Gram matrices are never formed; eigenvalues come from Lanczos.
 DENSE_EIG_MAX_D = 500
