@@ -13,7 +13,8 @@ from ef21_mpi.core.compressors import Compressor
 from ef21_mpi.core.methods import make_method
 from ef21_mpi.core.problems import LogisticShards
 from ef21_mpi.runtime.logschema import RunLog
-from ef21_mpi.runtime.loop import LoopOptions, fresh_loop, run_master
+from ef21_mpi.runtime.loop import fresh_loop, run_rounds
+from ef21_mpi.runtime.observers import LogWriter
 from ef21_mpi.runtime.serial import SerialCluster
 from ef21_mpi.runtime.worker import WorkerGroup
 
@@ -62,6 +63,6 @@ def run_serial_direct(algorithm: str, compressor: Compressor, shards, gamma: flo
     group = WorkerGroup(method, LogisticShards(shards, lam), seeds, batch_size)
     log = RunLog(tmp_path / f"{algorithm}.h5", {}, n, d, flush_seconds=1e9)
     x0 = np.zeros(d) if x0 is None else x0
-    outcome = run_master(method, fresh_loop(method, x0), SerialCluster(group, d), log,
-                         LoopOptions(rounds, log_every=log_every))
+    outcome = run_rounds(method, fresh_loop(method, x0), SerialCluster(group, d), rounds, log_every=log_every,
+                         observers=[LogWriter(log)])
     return log, outcome

@@ -8,7 +8,6 @@ from conftest import random_shards, run_serial_direct
 
 from ef21_mpi.core.compressors import Identity, RandK, TopK
 from ef21_mpi.core.methods import MessageSpec, make_method
-from ef21_mpi.runtime.serial import message_nbytes
 
 LAM = 0.1
 
@@ -182,8 +181,7 @@ def test_log_every_keeps_bits_exact(tmp_path):
     np.testing.assert_array_equal(thin.column("grad_norm_sq"), full.column("grad_norm_sq")[[0, 7, 14, 20]])
 
 
-def test_message_nbytes_matches_spec():
-    from ef21_mpi.core.methods import Message
-
-    m = Message(np.arange(3, dtype=np.int32), np.ones(3), flag=1)
-    assert message_nbytes(m) == MessageSpec(3, True, True).nbytes == 3 * 12 + 1
+def test_message_spec_counts_values_indices_and_flag():
+    assert MessageSpec(3, True, True).nbytes == 3 * (8 + 4) + 1
+    assert MessageSpec(5, False).nbytes == 5 * 8
+    assert MessageSpec(0, True).nbytes == 0

@@ -8,7 +8,8 @@ import pytest
 from ef21_mpi.runtime.config import RunConfig
 from ef21_mpi.runtime.experiment import build
 from ef21_mpi.runtime.logschema import RunLog
-from ef21_mpi.runtime.loop import LoopOptions, fresh_loop, run_master
+from ef21_mpi.runtime.loop import fresh_loop, run_rounds
+from ef21_mpi.runtime.observers import LogWriter
 from ef21_mpi.runtime.serial import SerialCluster
 from ef21_mpi.runtime.worker import WorkerGroup, summarise
 
@@ -51,8 +52,8 @@ def test_1000_ef21_rounds(name, data_dir, tmp_path):
     method = exp.method()
     group = WorkerGroup(method, exp.make_shards(range(exp.n)), exp.seeds)
     log = RunLog(tmp_path / "run.h5", {}, exp.n, exp.d, flush_seconds=1e9)
-    outcome = run_master(method, fresh_loop(method, exp.x0), SerialCluster(group, exp.d), log,
-                         LoopOptions(1000, log_every=100))
+    outcome = run_rounds(method, fresh_loop(method, exp.x0), SerialCluster(group, exp.d), 1000, log_every=100,
+                         observers=[LogWriter(log)])
     assert outcome.status == "completed"
     assert log.column("round")[-1] == 1000
     assert log.column("grad_norm_sq")[-1] == pytest.approx(REFERENCE[name][5], rel=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ef21_mpi.core.compressors import Identity, RandK, TopK
-from ef21_mpi.core.methods import Message, make_method
+from ef21_mpi.core.methods import Messages, make_method
 from ef21_mpi.runtime.wire import Slots, pack, rank_workers, unpack
 
 
@@ -40,25 +40,27 @@ def test_messages_and_monitoring_rows_survive_the_gather(algorithm, compressor, 
     spec = slots.spec(t)
     rng = np.random.default_rng(0)
     sent, rows, sends = [], [], []
-    for mine in ranks:  # each rank packs its workers' messages and fills their rows in place, as _worker_main does
-        buf = np.zeros(len(mine) * slots.stride(key, True), dtype=np.uint8)
-        monitors = slots.monitor_rows(buf, key, len(mine))
-        for j, i in enumerate(mine):
-            indices = np.sort(rng.choice(d, spec.n_values, replace=False)).astype(np.int32) if spec.has_indices else None
-            message = Message(indices, rng.standard_normal(spec.n_values), flag=i % 2 if spec.has_flag else None)
-            row = rng.standard_normal(d + 2)
-            monitors[j] = row
-            pack(message, spec, slots.message(buf, key, logged, j))
-            sent.append(message)
-            rows.append(row)
-        sends.append(buf[:slots.block_nbytes(key, logged, len(mine))])
+    for mine in ranks:  # each rank packs its workers' messages and fills their rows in place, as serve() does
+        m = len(mine)
+        buf = np.zeros(m * slots.stride(key, True), dtype=np.uint8)
+        monitors = slots.monitor_rows(buf, key, m)
+        indices = (np.stack([np.sort(rng.choice(d, spec.n_values, replace=False)) for _ in mine]).astype(np.int32)
+                   if spec.has_indices else None)
+        msgs = Messages(indices, rng.standard_normal((m, spec.n_values)),
+                        np.array([i % 2 for i in mine], dtype=np.uint8) if spec.has_flag else None)
+        block_rows = rng.standard_normal((m, d + 2))
+        monitors[:] = block_rows
+        pack(msgs, spec, slots.rows(buf, key, logged, m))
+        sent.append(msgs)
+        rows.extend(block_rows)
+        sends.append(buf[:slots.block_nbytes(key, logged, m)])
     recv = gather(slots, key, logged, ranks, sends)
-    for i, message in enumerate(sent):
-        got = unpack(slots.message(recv, key, logged, i), spec)
-        np.testing.assert_array_equal(got.values, message.values)
-        if spec.has_indices:
-            np.testing.assert_array_equal(got.indices, message.indices)
-        assert got.flag == message.flag
+    got = unpack(slots.rows(recv, key, logged, n), spec)
+    np.testing.assert_array_equal(got.values, np.concatenate([s.values for s in sent]))
+    if spec.has_indices:
+        np.testing.assert_array_equal(got.indices, np.concatenate([s.indices for s in sent]))
+    if spec.has_flag:
+        np.testing.assert_array_equal(got.flags, np.concatenate([s.flags for s in sent]))
     if logged:
         np.testing.assert_array_equal(slots.monitor_rows(recv, key, n), np.array(rows))
     # one worker per rank sends exactly its message on unlogged rounds: what bits_up counts

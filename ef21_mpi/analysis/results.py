@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ef21_mpi.core.methods import DISPLAY_NAMES
+from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
 
 FINAL_STATUSES = ("completed", "converged", "diverged")
@@ -121,7 +121,7 @@ def bits_per_worker(run: Run, convention: str = "paper") -> np.ndarray:
 
 def method_name(run: Run) -> str:
     algorithm = str(run.attrs.get("algorithm", "?"))
-    return DISPLAY_NAMES.get(algorithm, algorithm)
+    return METHODS[algorithm].display_name if algorithm in METHODS else algorithm
 
 
 def compressor_name(run: Run) -> str:

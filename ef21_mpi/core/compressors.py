@@ -2,6 +2,9 @@
 
 ``indices`` is ``None`` for a dense message (every coordinate, in order). Sparse messages carry int32
 indices in increasing order, so a message is canonical whatever way it was selected.
+
+``compress_group(V, rngs)`` compresses the rows of an ``m x d`` array (one row per worker, each with its
+own generator) and returns ``(m, k)`` arrays; row ``j`` is exactly ``compress(V[j], rngs[j])``.
 """
 
 from __future__ import annotations
@@ -10,12 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ef21_mpi.errors import InputError
-
 INDEX_DTYPE = np.int32
 VALUE_DTYPE = np.float64
 
-COMPRESSORS = ("top-k", "rand-k", "identity")
 
 
 def _top_k_indices(magnitude: np.ndarray, k: int) -> np.ndarray:
@@ -27,12 +27,27 @@ def _top_k_indices(magnitude: np.ndarray, k: int) -> np.ndarray:
     return np.union1d(above, ties).astype(INDEX_DTYPE)
 
 
+def _top_k_mask(magnitude: np.ndarray, k: int) -> np.ndarray:
+    """`_top_k_indices` of every row of an m x d array at once, as a mask (NaN rows may keep fewer than k)."""
+    d = magnitude.shape[1]
+    threshold = np.partition(magnitude, d - k, axis=1)[:, d - k, None]
+    above = magnitude > threshold
+    ties = magnitude == threshold
+    missing = k - above.sum(axis=1, keepdims=True)
+    return above | (ties & (np.cumsum(ties, axis=1) <= missing))  # the lowest-index ties fill the rest
+
+
 @dataclass(frozen=True)
 class _KOfD:
     """A compressor that sends ``k`` of the ``d`` coordinates: ``alpha = k/d``, ``k`` (index, value) pairs."""
 
     k: int
     d: int
+
+    def compress_group(self, V: np.ndarray, rngs) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.stack([self.compress(v, rng)[0] for v, rng in zip(V, rngs)]) if len(V) else np.empty((0, self.k),
+                                                                                                     INDEX_DTYPE)
+        return idx, np.take_along_axis(V, idx, axis=1)
 
     @property
     def alpha(self) -> float:
@@ -60,6 +75,23 @@ class TopK(_KOfD):
             if len(idx) < k:  # NaN compares false with everything: rank it above every number, as argmax does
                 idx = _top_k_indices(np.where(np.isnan(magnitude), np.inf, magnitude), k)
         return idx, v[idx]
+
+    def compress_group(self, V: np.ndarray, rngs=None) -> tuple[np.ndarray, np.ndarray]:
+        m, d = V.shape
+        k = self.k
+        magnitude = np.abs(V)
+        if k == 1:
+            idx = magnitude.argmax(axis=1).astype(INDEX_DTYPE)[:, None]
+        elif k == d:
+            idx = np.broadcast_to(np.arange(d, dtype=INDEX_DTYPE), (m, d)).copy()
+        else:
+            keep = _top_k_mask(magnitude, k)
+            short = keep.sum(axis=1) < k
+            if short.any():  # as in `compress`: where NaNs leave too few, NaN ranks above every number
+                rows = magnitude[short]
+                keep[short] = _top_k_mask(np.where(np.isnan(rows), np.inf, rows), k)
+            idx = np.nonzero(keep)[1].astype(INDEX_DTYPE).reshape(m, k)
+        return idx, np.take_along_axis(V, idx, axis=1)
 
 
 @dataclass(frozen=True)
@@ -92,21 +124,28 @@ class Identity:
     def compress(self, v: np.ndarray, rng: np.random.Generator | None = None) -> tuple[None, np.ndarray]:
         return None, np.array(v, dtype=VALUE_DTYPE, copy=True)
 
+    def compress_group(self, V: np.ndarray, rngs=None) -> tuple[None, np.ndarray]:
+        return None, np.array(V, dtype=VALUE_DTYPE, copy=True)
+
 
 Compressor = TopK | RandK | Identity
 
+#: The registry: command-line name -> compressor class. Every class takes ``(k, d)`` except `Identity` (``d``).
+COMPRESSORS: dict[str, type] = {"top-k": TopK, "rand-k": RandK, "identity": Identity}
+
 
 def make_compressor(name: str, k: int | None, d: int) -> Compressor:
-    """Build a compressor from CLI words, checking ``1 <= k <= d``."""
-    if name == "identity":
+    """Build a registered compressor, checking ``1 <= k <= d``; ValueError otherwise."""
+    cls = COMPRESSORS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown compressor {name!r}; expected one of {', '.join(COMPRESSORS)}")
+    if cls is Identity:
         return Identity(d)
-    if name not in COMPRESSORS:
-        raise InputError(f"unknown compressor {name!r}; expected one of {', '.join(COMPRESSORS)}")
     if k is None:
-        raise InputError(f"--k is required with --compressor {name}")
+        raise ValueError(f"compressor {name} needs k")
     if not 1 <= k <= d:
-        raise InputError(f"--k {k} is out of range for this data set: expected 1 <= k <= d = {d}")
-    return TopK(k, d) if name == "top-k" else RandK(k, d)
+        raise ValueError(f"k = {k} is out of range for this data set: expected 1 <= k <= d = {d}")
+    return cls(k, d)
 
 
 def densify(indices: np.ndarray | None, values: np.ndarray, d: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """LibSVM reader and sequential sharding (SPEC section 2).
 
-The reader is strict: a malformed line is an ``InputError`` naming the file, the line and what was
+The reader is strict: a malformed line is an ``ValueError`` naming the file, the line and what was
 expected. Parsing is vectorised over the raw bytes with numpy (``_parse_fast``); whenever that path
 meets anything it does not accept, the line-by-line reference parser (``_parse_slow``) runs instead
 and either parses the file or raises with the first offending line.
@@ -21,8 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-
-from ef21_mpi.errors import InputError
 
 _DECOMPRESS = {".bz2": bz2.decompress, ".gz": gzip.decompress, ".xz": lzma.decompress}
 _INDEX_MAX = int(np.iinfo(np.int32).max)  # CSR column indices are int32
@@ -72,11 +70,11 @@ def read_uncompressed(path: str | os.PathLike) -> bytes:
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"data file not found: {p}") from None
+        raise ValueError(f"data file not found: {p}") from None
     except IsADirectoryError:
-        raise InputError(f"data file is a directory, expected a file: {p}") from None
+        raise ValueError(f"data file is a directory, expected a file: {p}") from None
     except OSError as err:
-        raise InputError(f"cannot read data file {p}: {err.strerror or err}") from None
+        raise ValueError(f"cannot read data file {p}: {err.strerror or err}") from None
     suffix = p.suffix.lower()
     decompress = _DECOMPRESS.get(suffix)
     if decompress is None:
@@ -84,7 +82,7 @@ def read_uncompressed(path: str | os.PathLike) -> bytes:
     try:
         return decompress(raw)
     except (OSError, EOFError, ValueError, lzma.LZMAError) as err:
-        raise InputError(f"cannot decompress {p}: {err}; expected a valid {suffix} file") from None
+        raise ValueError(f"cannot decompress {p}: {err}; expected a valid {suffix} file") from None
 
 
 def read_libsvm(path: str | os.PathLike, d: int | None = None, name: str | None = None) -> Dataset:
@@ -107,17 +105,17 @@ def parse_libsvm(data: bytes, path: str, d: int | None = None, name: str | None 
     if rows is None:
         rows = _parse_slow(data, path, d)
     if rows.labels.size == 0:
-        raise InputError(f"{path}: no data rows; expected lines of the form 'label index:value ...'")
+        raise ValueError(f"{path}: no data rows; expected lines of the form 'label index:value ...'")
     classes = np.unique(rows.labels)
     if classes.size != 2:
         shown = ", ".join(f"{c:.15g}" for c in classes[:10]) + (", ..." if classes.size > 10 else "")
-        raise InputError(
+        raise ValueError(
             f"{path}: expected exactly two distinct labels (binary classification), found {classes.size}: {shown}"
         )
     y = np.where(rows.labels == classes[1], 1.0, -1.0)
     if d is None:
         if rows.indices.size == 0:
-            raise InputError(f"{path}: no row has any feature, so the dimension cannot be inferred; give d")
+            raise ValueError(f"{path}: no row has any feature, so the dimension cannot be inferred; give d")
         d = int(rows.indices.max())
     index_dtype = np.int32 if rows.indices.size <= _INDEX_MAX else np.int64
     A = sp.csr_matrix(
@@ -140,7 +138,7 @@ def _check_dimension(d: int | None) -> None:
     if d is None:
         return
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= _INDEX_MAX:
-        raise InputError(f"declared dimension d must be a positive integer (at most {_INDEX_MAX}), got {d!r}")
+        raise ValueError(f"declared dimension d must be a positive integer (at most {_INDEX_MAX}), got {d!r}")
 
 
 def _parse_fast(data: bytes, d: int | None) -> _Rows | None:
@@ -256,16 +254,16 @@ def _parse_slow(data: bytes, path: str, d: int | None) -> _Rows:
         previous = 0
         for token in tokens[1:]:
             if token.count(":") != 1:
-                raise InputError(f"{where}: feature {token!r} is not of the form index:value")
+                raise ValueError(f"{where}: feature {token!r} is not of the form index:value")
             index_text, _, value_text = token.partition(":")
             if not _DIGITS.fullmatch(index_text) or int(index_text) < 1:
-                raise InputError(f"{where}: index {index_text!r} is not a positive integer (indices are 1-based)")
+                raise ValueError(f"{where}: index {index_text!r} is not a positive integer (indices are 1-based)")
             index = int(index_text)
             if index > limit:
                 expected = f"the declared dimension d={d}" if d is not None else f"the maximum {_INDEX_MAX}"
-                raise InputError(f"{where}: index {index} exceeds {expected}")
+                raise ValueError(f"{where}: index {index} exceeds {expected}")
             if index <= previous:
-                raise InputError(
+                raise ValueError(
                     f"{where}: indices must be strictly increasing within a line, but {index} follows {previous}"
                 )
             values.append(_number(value_text, f"value of index {index}", where))
@@ -281,22 +279,22 @@ def _parse_slow(data: bytes, path: str, d: int | None) -> _Rows:
 
 
 def _number(text: str, what: str, where: str) -> float:
-    """``float(text)`` for a decimal number; NaN, inf and anything else is an InputError."""
+    """``float(text)`` for a decimal number; NaN, inf and anything else is an ValueError."""
     try:
         x = float(text)
     except ValueError:
         x = None
     if x is not None and not math.isfinite(x):
-        raise InputError(f"{where}: {what} {text!r} is not finite; expected a finite number")
+        raise ValueError(f"{where}: {what} {text!r} is not finite; expected a finite number")
     if x is None or not _NUMBER_STR.fullmatch(text):
-        raise InputError(f"{where}: {what} {text!r} is not a number")
+        raise ValueError(f"{where}: {what} {text!r} is not a number")
     return x
 
 
 def shard_bounds(N: int, n: int) -> list[tuple[int, int]]:
     """Row ranges of the ``n`` sequential shards: ``m = N // n`` each, the last also takes the rest."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= N:
-        raise InputError(f"cannot split {N} rows among {n!r} workers; expected 1 <= workers <= {N}")
+        raise ValueError(f"cannot split {N} rows among {n!r} workers; expected 1 <= workers <= {N}")
     m = N // n
     return [(i * m, (i + 1) * m if i < n - 1 else N) for i in range(n)]
 

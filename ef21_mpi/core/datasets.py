@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ef21_mpi.core.data import Dataset, file_stem, parse_libsvm, read_uncompressed
-from ef21_mpi.errors import InputError
 
 ENV_VAR = "EF21_DATA_DIR"
 PROJECT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -72,7 +71,7 @@ def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The file holding data set ``name`` (registry name or path); InputError says where it looked."""
+    """The file holding data set ``name`` (registry name or path); ValueError says where it looked."""
     if name in REGISTRY:
         dirs = data_dirs(data_dir)
         for folder in dirs:
@@ -83,7 +82,7 @@ def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> P
         if Path(name).is_file():
             return Path(name)
         looked = ", ".join(str(p) for p in dirs)
-        raise InputError(
+        raise ValueError(
             f"data set {name} not found: looked for {name}[{'|'.join(SUFFIXES[1:])}] in {looked}; "
             f"run 'ef21-mpi data fetch {name}' or copy the file there by hand (see data/README.md)"
         )
@@ -91,8 +90,8 @@ def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> P
     if path.is_file():
         return path
     if path.is_dir():
-        raise InputError(f"data set path is a directory, expected a LibSVM file: {path}")
-    raise InputError(f"unknown data set {name!r}: no such file, and not one of {', '.join(REGISTRY)}")
+        raise ValueError(f"data set path is a directory, expected a LibSVM file: {path}")
+    raise ValueError(f"unknown data set {name!r}: no such file, and not one of {', '.join(REGISTRY)}")
 
 
 def load(
@@ -113,7 +112,7 @@ def load(
     info = REGISTRY.get(name_or_path)
     if info is not None:
         if verify and sha256 != info.sha256:
-            raise InputError(
+            raise ValueError(
                 f"checksum mismatch for {info.name} ({path}): expected {info.sha256}, got {sha256}; "
                 f"re-fetch it with 'ef21-mpi data fetch {info.name}'"
             )
@@ -133,13 +132,13 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
         row = {"name": info.name, "N": info.N, "d": info.d, "path": None, "checksum": "missing"}
         try:
             path = find_dataset_file(info.name, data_dir)
-        except InputError:
+        except ValueError:
             rows.append(row)
             continue
         row["path"] = str(path)
         try:
             ok = hashlib.sha256(read_uncompressed(path)).hexdigest() == info.sha256
-        except InputError:  # unreadable or corrupt compressed file
+        except ValueError:  # unreadable or corrupt compressed file
             ok = False
         row["checksum"] = "ok" if ok else "MISMATCH"
         rows.append(row)
@@ -176,14 +175,14 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, timeout: float =
     """
     info = REGISTRY.get(name)
     if info is None:
-        raise InputError(f"cannot fetch {name!r}: not a registered data set; expected one of {', '.join(REGISTRY)}")
+        raise ValueError(f"cannot fetch {name!r}: not a registered data set; expected one of {', '.join(REGISTRY)}")
     folder = data_dirs(data_dir)[0]
     target = folder / info.filename
     if target.is_file():
         try:
             if hashlib.sha256(read_uncompressed(target)).hexdigest() == info.sha256:
                 return target
-        except InputError:
+        except ValueError:
             pass  # corrupt: download again
     try:
         text = normalise(_download(info.url, timeout))
@@ -192,13 +191,13 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, timeout: float =
             reason = f"HTTP {err.code} {err.reason}"
         else:
             reason = err.reason if isinstance(err, urllib.error.URLError) else err
-        raise InputError(
+        raise ValueError(
             f"cannot download {name} from {info.url}: {reason}; "
             f"copy the file into {folder} by hand (see data/README.md)"
         ) from None
     sha256 = hashlib.sha256(text).hexdigest()
     if sha256 != info.sha256:
-        raise InputError(
+        raise ValueError(
             f"checksum mismatch for {name} downloaded from {info.url}: expected {info.sha256}, "
             f"got {sha256}; nothing written"
         )
@@ -210,7 +209,7 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, timeout: float =
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise InputError(f"cannot write {target}: {err.strerror or err}") from None
+        raise ValueError(f"cannot write {target}: {err.strerror or err}") from None
     return target
 
 

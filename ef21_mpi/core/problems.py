@@ -13,12 +13,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from ef21_mpi.errors import InputError
-
 #: Above this dimension the Gram matrices are never formed; eigenvalues come from Lanczos.
 DENSE_EIG_MAX_D = 500
 
-PROBLEMS = ("logreg", "least-squares")
 
 
 class _ShardGroup:
@@ -177,13 +174,16 @@ def stacked_transpose(M: sp.csr_matrix, bounds: np.ndarray, d: int, fmt: str) ->
     return csc if fmt == "csc" else sp.csr_matrix(csc)
 
 
+#: The registry: command-line name -> the shard group that evaluates it.
+PROBLEMS: dict[str, type[_ShardGroup]] = {"logreg": LogisticShards, "least-squares": LeastSquaresShards}
+
+
 def make_shards(problem: str, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float) -> ShardGroup:
     """The objective of the workers holding ``blocks`` (one ``(A_i, y_i)`` per worker)."""
-    if problem == "logreg":
-        return LogisticShards(blocks, lam)
-    if problem == "least-squares":
-        return LeastSquaresShards(blocks, lam)
-    raise InputError(f"unknown problem {problem!r}; expected one of {', '.join(PROBLEMS)}")
+    cls = PROBLEMS.get(problem)
+    if cls is None:
+        raise ValueError(f"unknown problem {problem!r}; expected one of {', '.join(PROBLEMS)}")
+    return cls(blocks, lam)
 
 
 # --- smoothness constants -------------------------------------------------------------------------

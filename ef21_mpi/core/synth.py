@@ -33,7 +33,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from ef21_mpi.core.data import shard_bounds
-from ef21_mpi.errors import InputError
 
 VALUE_DECIMALS = 4
 _VALUE_QUANTUM = 10**VALUE_DECIMALS
@@ -66,13 +65,13 @@ def _distinct_sorted_columns(rng: np.random.Generator, rows: int, dim: int, z: i
 
 
 def generate(rows: int, dim: int, nnz_per_row: int, workers: int, seed: int = 0) -> Synthetic:
-    """The data set of the module docstring; ``InputError`` if the sizes do not fit together."""
+    """The data set of the module docstring; ``ValueError`` if the sizes do not fit together."""
     if rows < 2 or dim < 1 or workers < 1:
-        raise InputError(f"need rows >= 2, dim >= 1 and workers >= 1, got rows={rows}, dim={dim}, workers={workers}")
+        raise ValueError(f"need rows >= 2, dim >= 1 and workers >= 1, got rows={rows}, dim={dim}, workers={workers}")
     if not 1 <= nnz_per_row <= dim:
-        raise InputError(f"--nnz-per-row {nnz_per_row} must be between 1 and --dim {dim}")
+        raise ValueError(f"--nnz-per-row {nnz_per_row} must be between 1 and --dim {dim}")
     if dim > np.iinfo(np.int32).max or rows * nnz_per_row > np.iinfo(np.int32).max:
-        raise InputError("the data set is too large for int32 CSR indices")
+        raise ValueError("the data set is too large for int32 CSR indices")
     bounds = shard_bounds(rows, workers)
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(workers + 1)]
     w = streams[0].standard_normal(dim)  # the shared part of every block's linear model
@@ -175,7 +174,7 @@ def write(data: Synthetic, path: str | os.PathLike) -> Path:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
+        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
     return path
 
 
@@ -203,9 +202,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
-        raise InputError(f"--out {out} already exists; pass --overwrite to replace it")
+        raise ValueError(f"--out {out} already exists; pass --overwrite to replace it")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
     started = time.perf_counter()
     data = generate(args.rows, args.dim, args.nnz_per_row, args.workers, args.seed)
     write(data, out)

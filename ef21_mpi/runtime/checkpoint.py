@@ -1,9 +1,10 @@
 """Checkpoints: the complete state of a run after round t, saved atomically beside its log.
 
-A checkpoint holds the master's state (``x``, ``g`` and EF21+'s mirror of every ``g_i``), every worker's
-memory (``g_i`` or ``e_i``) and generator state, the bits accumulated since the last logged row, the
-round counter and how many log rows belong to it. Nothing depends on the backend, so a serial run can be
-resumed under MPI and vice versa, and a resumed run is bit-identical to an uninterrupted one.
+A checkpoint holds the loop state (round counter, bits accumulated since the last logged row, how many
+log rows belong to it), the master's state and every worker's state, each saved field by field from the
+method's own state types (`core.methods`): nothing is guessed. Worker states travel as a dict of arrays
+with a leading worker axis (generators as their JSON state), so a serial run can be resumed under MPI and
+vice versa, and a resumed run is bit-identical to an uninterrupted one.
 
 Atomicity: the file is written under a temporary name, synced, then renamed over the previous
 checkpoint; a crash at any point leaves the previous checkpoint valid.
@@ -13,17 +14,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ef21_mpi.core.methods import MasterState, WorkerState
+from ef21_mpi.core.methods import Master, Workers
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.loop import LoopState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+RNG_FIELD = "rngs"
 
 
 def checkpoint_path(log_path: str | os.PathLike) -> Path:
@@ -31,42 +34,59 @@ def checkpoint_path(log_path: str | os.PathLike) -> Path:
     return log_path.with_name(log_path.name + ".ckpt")
 
 
-@dataclass
-class WorkerSnapshot:
-    """One worker's memory vector (``g_i``, ``e_i`` or none) and its generator state (JSON)."""
-
-    vector: np.ndarray | None
-    rng_state: str
-
-    @classmethod
-    def of(cls, state: WorkerState) -> WorkerSnapshot:
-        vector = state.g_i if state.g_i is not None else state.e_i
-        return cls(None if vector is None else vector.copy(), json.dumps(state.rng.bit_generator.state))
-
-    def restore(self, state: WorkerState) -> None:
-        state.rng.bit_generator.state = json.loads(self.rng_state)
-        target = state.g_i if state.g_i is not None else state.e_i
-        if target is not None:
-            target[:] = self.vector
+# --- worker states as arrays with a leading worker axis -----------------------------------------
 
 
-@dataclass
-class LoopState:
-    """What the master's loop carries from round to round."""
+def worker_arrays(state: Workers) -> dict[str, np.ndarray]:
+    """Every field of a group's state as an array with one row per worker (generators as JSON strings)."""
+    out = {}
+    for f in fields(state):
+        value = getattr(state, f.name)
+        if f.name == RNG_FIELD:
+            value = np.array([json.dumps(rng.bit_generator.state) for rng in value], dtype=object)
+        out[f.name] = np.array(value, copy=True)
+    return out
 
-    t: int  # the last completed round
-    master: MasterState
-    bits_up: np.ndarray  # accumulated since the last logged row (SPEC 7)
-    coords_up: np.ndarray
-    bits_down: int
-    log_rows: int
-    wall_offset: float = 0.0  # wall_time of the run before this process took over
+
+def concat_arrays(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The states of consecutive groups as one (the groups' workers in order)."""
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def slice_arrays(arrays: dict[str, np.ndarray], workers: range) -> dict[str, np.ndarray]:
+    return {key: value[workers.start:workers.stop] for key, value in arrays.items()}
+
+
+def restore_workers(state: Workers, arrays: dict[str, np.ndarray]) -> None:
+    """Put saved arrays back into a group's state (same method, same number of workers)."""
+    for f in fields(state):
+        if f.name not in arrays:
+            raise InputError(f"checkpoint lacks the worker state {f.name!r}")
+        if f.name == RNG_FIELD:
+            for rng, text in zip(state.rngs, arrays[f.name]):
+                rng.bit_generator.state = json.loads(text)
+        else:
+            getattr(state, f.name)[:] = arrays[f.name]
+
+
+def master_arrays(state: Master) -> dict[str, np.ndarray]:
+    return {f.name: np.array(getattr(state, f.name), copy=True) for f in fields(state)}
+
+
+def restore_master(template: Master, arrays: dict[str, np.ndarray]) -> Master:
+    missing = [f.name for f in fields(template) if f.name not in arrays]
+    if missing:
+        raise InputError(f"checkpoint lacks the master state {', '.join(missing)}")
+    return replace(template, **{f.name: arrays[f.name] for f in fields(template)})
+
+
+# --- the file ----------------------------------------------------------------------------------
 
 
 @dataclass
 class Checkpoint:
     loop: LoopState
-    workers: list[WorkerSnapshot]
+    workers: dict[str, np.ndarray]
     config: dict
     dataset_sha256: str
 
@@ -79,13 +99,11 @@ def save(path: Path, ckpt: Checkpoint, before_rename: Callable[[], None] | None 
         f.attrs.update({"format_version": FORMAT_VERSION, "round": loop.t, "log_rows": loop.log_rows,
                         "bits_down": loop.bits_down, "wall_offset": loop.wall_offset,
                         "config": json.dumps(ckpt.config, sort_keys=True), "dataset_sha256": ckpt.dataset_sha256})
-        f["x"], f["g"] = loop.master.x, loop.master.g
-        if loop.master.G is not None:
-            f["G"] = loop.master.G
         f["bits_up"], f["coords_up"] = loop.bits_up, loop.coords_up
-        f["worker_rng"] = np.array([w.rng_state for w in ckpt.workers], dtype=h5py.string_dtype())
-        if ckpt.workers and ckpt.workers[0].vector is not None:
-            f["worker_vectors"] = np.stack([w.vector for w in ckpt.workers])
+        for key, value in master_arrays(loop.master).items():
+            f[f"master/{key}"] = value
+        for key, value in ckpt.workers.items():
+            f[f"workers/{key}"] = value.astype(h5py.string_dtype()) if value.dtype == object else value
         f.flush()
         os.fsync(f.id.get_vfd_handle())
     if before_rename is not None:
@@ -93,15 +111,17 @@ def save(path: Path, ckpt: Checkpoint, before_rename: Callable[[], None] | None 
     os.replace(tmp, path)
 
 
-def load(path: Path) -> Checkpoint:
+def load(path: Path, master_template: Master) -> Checkpoint:
+    """Read a checkpoint; the master state comes back in the type of ``master_template``."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format_version") != FORMAT_VERSION:
                 raise InputError(f"{path} is not an ef21-mpi checkpoint (format {FORMAT_VERSION})")
-            vectors = f["worker_vectors"][()] if "worker_vectors" in f else None
-            rngs = [s.decode() if isinstance(s, bytes) else s for s in f["worker_rng"][()]]
-            workers = [WorkerSnapshot(None if vectors is None else vectors[i], r) for i, r in enumerate(rngs)]
-            master = MasterState(x=f["x"][()], g=f["g"][()], G=f["G"][()] if "G" in f else None)
+            master = restore_master(master_template, {key: f["master"][key][()] for key in f["master"]})
+            workers = {key: f["workers"][key][()] for key in f["workers"]}
+            if RNG_FIELD in workers:
+                workers[RNG_FIELD] = np.array([s.decode() if isinstance(s, bytes) else s for s in workers[RNG_FIELD]],
+                                              dtype=object)
             loop = LoopState(t=int(f.attrs["round"]), master=master, bits_up=f["bits_up"][()],
                              coords_up=f["coords_up"][()], bits_down=int(f.attrs["bits_down"]),
                              log_rows=int(f.attrs["log_rows"]), wall_offset=float(f.attrs["wall_offset"]))

@@ -51,9 +51,6 @@ class RunConfig:
     backend: str = "auto"
     quiet: bool = False
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
     def numbers(self) -> dict:
         """The settings that determine the run's numbers (compared when a run is resumed)."""
         return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
@@ -68,7 +65,7 @@ def _positive_finite(value: float | None, flag: str) -> None:
         raise InputError(f"{flag} must be a positive finite number, got {value!r}")
 
 
-def _choice(value: str, allowed: tuple[str, ...], flag: str) -> None:
+def _choice(value: str, allowed, flag: str) -> None:
     if value not in allowed:
         raise InputError(f"{flag} {value!r} is not known; expected one of {', '.join(allowed)}")
 
@@ -97,7 +94,7 @@ def validate(cfg: RunConfig) -> None:
                         ("--batch-size", cfg.batch_size), ("--checkpoint-every", cfg.checkpoint_every)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}")
-    if cfg.algorithm == "ef21-sgd" and cfg.batch_size is None:
+    if METHODS[cfg.algorithm].minibatch and cfg.batch_size is None:
         raise InputError("--algorithm ef21-sgd needs --batch-size TAU (rows per minibatch)")
     if cfg.x0 not in ("zeros", "normal") and not cfg.x0.endswith(".npy"):
         raise InputError(f"--x0 {cfg.x0!r}: expected zeros, normal or a path to a .npy file")

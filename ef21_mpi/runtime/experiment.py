@@ -10,16 +10,16 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from ef21_mpi import __version__
-from ef21_mpi.core.compressors import Compressor, Identity, make_compressor
+from ef21_mpi.core.compressors import COMPRESSORS, Compressor, Identity, make_compressor
 from ef21_mpi.core.data import Dataset, shard_bounds
 from ef21_mpi.core.datasets import load as load_dataset
-from ef21_mpi.core.methods import Method, make_method
+from ef21_mpi.core.methods import METHODS, Method, make_method
 from ef21_mpi.core.problems import Constants, ShardGroup, make_shards, smoothness_constants
 from ef21_mpi.core.stepsizes import Theory, theory
 from ef21_mpi.errors import InputError
@@ -42,7 +42,7 @@ class Experiment:
 
     @property
     def n(self) -> int:
-        return len(self.shards)
+        return len(self.seeds)
 
     @property
     def d(self) -> int:
@@ -54,6 +54,11 @@ class Experiment:
 
     def method(self) -> Method:
         return make_method(self.cfg.algorithm, self.compressor, self.gamma, self.n, self.d, self.cfg.init)
+
+    def release_data(self) -> None:
+        """Drop the rows (the MPI master keeps no shard once the workers have theirs)."""
+        self.shards = []
+        self.dataset = replace(self.dataset, A=sp.csr_matrix((0, self.d)), y=np.empty(0))
 
 
 def make_x0(spec: str, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -75,7 +80,18 @@ def make_x0(spec: str, d: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def build(cfg: RunConfig, n_workers: int) -> Experiment:
-    """Load and shard the data, compute the constants and the stepsize (SPEC 1, 2, 5, 6)."""
+    """Load and shard the data, compute the constants and the stepsize (SPEC 1, 2, 5, 6).
+
+    The second half of the door: what can only be checked against the data. The core's ValueErrors
+    (a malformed file, too many workers, ...) become the one-line `InputError` the user sees.
+    """
+    try:
+        return _build(cfg, n_workers)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
+def _build(cfg: RunConfig, n_workers: int) -> Experiment:
     dataset = load_dataset(cfg.dataset, cfg.data_dir)
     master_seed, *worker_seeds = np.random.SeedSequence(cfg.seed).spawn(n_workers + 1)
     master_rng = np.random.default_rng(master_seed)
@@ -87,10 +103,14 @@ def build(cfg: RunConfig, n_workers: int) -> Experiment:
     if constants.mu is not None and cfg.stepsize is None and not constants.mu > 1e-12 * constants.L:
         raise InputError(f"--problem least-squares: f is not strongly convex on {dataset.name} with --lam {cfg.lam} "
                          f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
-    compressor = Identity(dataset.d) if cfg.algorithm == "gd" else make_compressor(cfg.compressor, cfg.k, dataset.d)
+    if METHODS[cfg.algorithm].compresses and COMPRESSORS[cfg.compressor] is not Identity and cfg.k is not None \
+            and not 1 <= cfg.k <= dataset.d:
+        raise InputError(f"--k {cfg.k} is out of range for this data set: expected 1 <= k <= d = {dataset.d}")
+    compressor = (make_compressor(cfg.compressor, cfg.k, dataset.d) if METHODS[cfg.algorithm].compresses
+                  else Identity(dataset.d))
     th = theory(compressor.alpha, constants.L, constants.L_tilde, constants.mu)
     gamma = cfg.stepsize if cfg.stepsize is not None else cfg.stepsize_multiplier * th.gamma_theory
-    if cfg.algorithm == "ef21-sgd":
+    if METHODS[cfg.algorithm].minibatch:
         smallest = min(hi - lo for lo, hi in bounds)
         if cfg.batch_size > smallest:
             raise InputError(f"--batch-size {cfg.batch_size} exceeds the smallest shard ({smallest} rows)")

@@ -11,11 +11,10 @@ import h5py
 from ef21_mpi.core.methods import Method
 from ef21_mpi.errors import InputError
 from ef21_mpi.runtime import checkpoint
-from ef21_mpi.runtime.checkpoint import LoopState, WorkerSnapshot
 from ef21_mpi.runtime.config import RUNTIME_FIELDS, RunConfig
 from ef21_mpi.runtime.experiment import Experiment
 from ef21_mpi.runtime.logschema import RunLog
-from ef21_mpi.runtime.loop import fresh_loop
+from ef21_mpi.runtime.loop import LoopState, fresh_loop
 
 FINAL_STATUSES = ("completed", "converged", "diverged")
 
@@ -71,13 +70,14 @@ def check_same_run(cfg: RunConfig, exp: Experiment, attrs: dict) -> None:
 
 
 def restore(cfg: RunConfig, exp: Experiment, method: Method, log: RunLog,
-            attrs: dict) -> tuple[LoopState, list[WorkerSnapshot] | None]:
-    """The loop state and worker snapshots to start from; the log gets the rows the checkpoint counts on."""
+            attrs: dict) -> tuple[LoopState, dict | None]:
+    """The loop state and worker states to start from; the log gets the rows the checkpoint counts on."""
     check_same_run(cfg, exp, attrs)
     path = checkpoint.checkpoint_path(cfg.out)
+    fresh = fresh_loop(method, exp.x0)
     if not path.exists():  # killed before its first checkpoint: starting over gives the same result
-        return fresh_loop(method, exp.x0), None
-    ckpt = checkpoint.load(path)
+        return fresh, None
+    ckpt = checkpoint.load(path, fresh.master)
     if ckpt.config != json.loads(json.dumps(cfg.numbers(), sort_keys=True)) or ckpt.dataset_sha256 != exp.dataset.sha256:
         raise InputError(f"--resume {cfg.out}: checkpoint {path} belongs to a different configuration or data set")
     log.load_rows(Path(cfg.out), ckpt.loop.log_rows)

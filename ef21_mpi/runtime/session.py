@@ -1,8 +1,9 @@
-"""``ef21-mpi run``: choose the backend, build the experiment, run the loop, close the log.
+"""One run from start to finish, written once for both backends.
 
-The master's side of start-up and shut-down lives here and is shared by both backends: the log and its
-writer lock, resuming from a checkpoint, the loop's options (checkpoints, signals, fault injection), and
-the final status with its exit code.
+Start-up: resolve the configuration (or the original run's, when resuming) and check it at the door,
+build the experiment, open (or continue) the log under its writer lock; then hand the workers to a
+cluster (serial: one `WorkerGroup` in this process; MPI: `mpi.MpiCluster` over the worker ranks), run the
+round loop with its observers, and finish: final status, lock released, exit code.
 """
 
 from __future__ import annotations
@@ -12,23 +13,33 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ef21_mpi.core.methods import Method
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime import checkpoint
-from ef21_mpi.runtime.checkpoint import LoopState, WorkerSnapshot
+from ef21_mpi.runtime import checkpoint, faults
 from ef21_mpi.runtime.config import SERIAL_WORKERS, RunConfig, validate
 from ef21_mpi.runtime.experiment import Experiment, build, log_attributes
-from ef21_mpi.runtime.faults import FaultInjector
 from ef21_mpi.runtime.logschema import RunLog, acquire_writer_lock, lock_path
-from ef21_mpi.runtime.loop import Checkpointer, LoopOptions, Outcome, Progress, StopRequest, fresh_loop, run_master
+from ef21_mpi.runtime.loop import LoopState, Observer, Outcome, fresh_loop, run_rounds
+from ef21_mpi.runtime.observers import Checkpointer, LogWriter, Progress, StopSignal
 from ef21_mpi.runtime.resume import ResumeRequest, read_attrs, restore, resume_config
 from ef21_mpi.runtime.serial import SerialCluster
+from ef21_mpi.runtime.wire import rank_workers
 from ef21_mpi.runtime.worker import WorkerGroup
 
 EXIT_CODES = {"completed": 0, "converged": 0, "failed": 1, "diverged": 3}
+
+
+@dataclass
+class Hooks:
+    """Ways to watch a run from outside (the benchmark uses them): extra loop observers on the master, and a
+    wrapper around each process's `WorkerGroup` (its ``round``)."""
+
+    observers: Sequence[Observer] = ()
+    wrap_group: Callable | None = None
 
 
 def mpi_rank() -> int:
@@ -53,21 +64,41 @@ def choose_backend(backend: str) -> str:
     return "mpi" if mpi_world_size() > 1 else "serial"
 
 
-@dataclass
-class MasterSide:
-    """What the master needs besides its cluster: the log, the loop state to start from, the loop's options."""
+def resolve_config(cfg: RunConfig | None, resume: ResumeRequest | None) -> RunConfig:
+    """The configuration to run: the given one, or the original run's when resuming; checked at the door."""
+    cfg = resume_config(resume) if resume is not None else cfg
+    validate(cfg)
+    return cfg
 
+
+def resolve_workers(cfg: RunConfig, worker_ranks: int | None, resume: bool) -> RunConfig:
+    """n: ``--workers``, else 20 in one process and one per worker rank under MPI (never fewer than ranks)."""
+    if worker_ranks is None:
+        return replace(cfg, workers=cfg.workers if cfg.workers is not None else SERIAL_WORKERS)
+    n = cfg.workers if cfg.workers is not None else worker_ranks
+    if n < worker_ranks:
+        where = f"--resume {cfg.out}: the run has " if resume else ""
+        raise InputError(f"{where}--workers {n} leaves worker ranks idle: {worker_ranks} worker ranks were launched; "
+                         f"launch at most n + 1 = {n + 1} ranks (mpiexec -n {n + 1})")
+    return replace(cfg, workers=n)
+
+
+@dataclass
+class Start:
+    """Everything start-up produced on the master: the experiment, the log and the state to begin from."""
+
+    cfg: RunConfig
+    exp: Experiment
+    method: Method
     log: RunLog
     loop: LoopState
-    snapshots: list[WorkerSnapshot] | None
-    options: LoopOptions
+    worker_states: dict | None  # from a checkpoint, or None for a fresh start
     lock: object
-    started: float
+    started: float = field(default_factory=time.time)
 
 
-def prepare_master(cfg: RunConfig, exp: Experiment, method: Method, backend: str, mpi_library: str,
-                   world_size: int, resume: bool) -> MasterSide:
-    """Open (or continue) the log under its writer lock and set up checkpoints, signals and faults."""
+def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
+    """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming."""
     out = Path(cfg.out)
     try:
         lock = acquire_writer_lock(out)
@@ -81,46 +112,51 @@ def prepare_master(cfg: RunConfig, exp: Experiment, method: Method, backend: str
     extra = ("loss_gap",) if exp.constants.f_star is not None else ()
     log = RunLog(out, attrs, exp.n, exp.d, extra_series=extra, flush_seconds=cfg.flush_seconds,
                  flush_every=cfg.flush_every)
-    loop, snapshots = fresh_loop(method, exp.x0), None
+    method = exp.method()
+    loop, states = fresh_loop(method, exp.x0), None
     if not resume:
         checkpoint.checkpoint_path(out).unlink(missing_ok=True)  # a stale checkpoint of a replaced run
     else:
         old = read_attrs(out)
-        loop, snapshots = restore(cfg, exp, method, log, old)
+        loop, states = restore(cfg, exp, method, log, old)
         history = json.loads(old.get("resume_history", "[]"))
         history.append({"round": loop.t, "time": time.time(), "backend": backend, "world_size": world_size})
         log.attrs["resume_history"] = json.dumps(history)
         log.attrs["command_line"] = old.get("command_line", log.attrs["command_line"])
     log.flush(loop.master.x)  # the log exists, with status "running", before the next round
-    faults = FaultInjector.from_environment(0)
-    ckpt_file = checkpoint.checkpoint_path(out)
-    checkpointer = Checkpointer(
-        write=lambda ckpt: checkpoint.save(ckpt_file, ckpt, before_rename=lambda: faults.in_checkpoint(ckpt.loop.t)),
-        config=json.loads(json.dumps(cfg.numbers(), sort_keys=True)), dataset_sha256=exp.dataset.sha256,
-        every=cfg.checkpoint_every, seconds=cfg.checkpoint_seconds)
-    options = LoopOptions(rounds=cfg.rounds, log_every=cfg.log_every, tol=cfg.tol,
-                          progress=Progress(not cfg.quiet, cfg.rounds), extra_series=extra_series(exp),
-                          checkpointer=checkpointer, stop=StopRequest().install(), faults=faults)
-    return MasterSide(log, loop, snapshots, options, lock, time.time())
+    return Start(cfg, exp, method, log, loop, states, lock)
 
 
-def extra_series(exp: Experiment):
-    """Columns beyond SPEC 7's that a problem defines: ``loss_gap = f(x^t) - f*`` for least squares."""
-    f_star = exp.constants.f_star
-    if f_star is None:
-        return None
-    return lambda x, grad_norm_sq, loss: {"loss_gap": loss - f_star}
+def observers(s: Start, hooks: Hooks) -> list[Observer]:
+    """The loop's observers, in the order they act after a round: stop signal, checkpoint, log flush."""
+    cfg, log = s.cfg, s.log
+    f_star = s.exp.constants.f_star
+    extra = (lambda row: {"loss_gap": row.loss - f_star}) if f_star is not None else None
+    ckpt_file = checkpoint.checkpoint_path(log.path)
+    config = json.loads(json.dumps(cfg.numbers(), sort_keys=True))
+    kill = faults.checkpoint_hook()
+
+    def save(loop: LoopState, worker_states: dict) -> None:
+        ckpt = checkpoint.Checkpoint(loop, worker_states, config, s.exp.dataset.sha256)
+        checkpoint.save(ckpt_file, ckpt, before_rename=(lambda: kill(loop.t)) if kill else None)
+
+    bits_so_far = float(log.column("bits_up").sum(axis=0).mean()) if log.rows else 0.0
+    chosen: list[Observer] = [StopSignal(), Checkpointer(save, lambda loop: log.flush(loop.master.x),
+                                                          every=cfg.checkpoint_every, seconds=cfg.checkpoint_seconds),
+                              LogWriter(log, extra)]
+    if not cfg.quiet:
+        chosen.append(Progress(cfg.rounds, bits_so_far))
+    return chosen + list(hooks.observers)
 
 
-def finish(side: MasterSide, outcome: Outcome) -> int:
+def finish(s: Start, outcome: Outcome) -> int:
     """Write the final status, release the lock and say how the run ended; returns the exit code."""
-    log = side.log
+    log = s.log
     log.flush(outcome.x, status=outcome.status, rounds_done=outcome.rounds_done,
-              elapsed_seconds=time.time() - side.started)
+              elapsed_seconds=time.time() - s.started)
     if outcome.status in ("completed", "converged", "diverged"):
         checkpoint.checkpoint_path(log.path).unlink(missing_ok=True)  # nothing left to resume
-    lock_path(log.path).unlink(missing_ok=True)
-    side.lock.close()
+    release(s)
     if outcome.status in ("diverged", "failed", "interrupted"):
         hint = f"; continue with: ef21-mpi run --resume {log.path}" if outcome.status == "interrupted" else ""
         print(f"ef21-mpi: run {outcome.status} at round {outcome.rounds_done}: {outcome.message}; "
@@ -130,36 +166,76 @@ def finish(side: MasterSide, outcome: Outcome) -> int:
     return EXIT_CODES[outcome.status]
 
 
-def run_serial(cfg: RunConfig, resume: bool) -> int:
-    cfg = replace(cfg, workers=cfg.workers if cfg.workers is not None else SERIAL_WORKERS)
-    exp = build(cfg, cfg.workers)
-    method = exp.method()
-    batch = cfg.batch_size if cfg.algorithm == "ef21-sgd" else None
-    group = WorkerGroup(method, exp.make_shards(range(exp.n)), exp.seeds, batch)
-    side = prepare_master(cfg, exp, method, "serial", "", 1, resume)
-    for state, snapshot in zip(group.states, side.snapshots or []):
-        snapshot.restore(state)
+def release(s: Start) -> None:
+    lock_path(s.log.path).unlink(missing_ok=True)
+    s.lock.close()
+
+
+def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
+    cfg = s.cfg
+    chosen = observers(s, hooks)
     try:
-        outcome = run_master(method, side.loop, SerialCluster(group, exp.d), side.log, side.options)
+        return run_rounds(s.method, s.loop, faults.arm_cluster(cluster), cfg.rounds,
+                          log_every=cfg.log_every, tol=cfg.tol, observers=chosen)
     except BaseException:
-        side.log.flush(side.log.x, status="failed")  # whatever happened, the log must not claim to be running
+        for observer in chosen:
+            if isinstance(observer, StopSignal):
+                observer.restore()
+        s.log.flush(s.log.x, status="failed")  # whatever happened, the log must not claim to be running
+        release(s)
         raise
-    return finish(side, outcome)
 
 
-def resolve_config(cfg: RunConfig | None, resume: ResumeRequest | None) -> RunConfig:
-    """The configuration to run: the given one, or the original run's when resuming; validated."""
-    cfg = resume_config(resume) if resume is not None else cfg
-    validate(cfg)
-    return cfg
+def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
+    cfg = resolve_workers(cfg, None, resume)
+    exp = build(cfg, cfg.workers)
+    s = start(cfg, exp, "serial", "", 1, resume)
+    group = WorkerGroup(s.method, exp.make_shards(range(exp.n)), exp.seeds, cfg.batch_size, first=0)
+    if s.worker_states is not None:
+        checkpoint.restore_workers(group.state, s.worker_states)
+    group = faults.arm_group(group)
+    if hooks.wrap_group is not None:
+        group = hooks.wrap_group(group)
+    return finish(s, _loop(s, SerialCluster(group, exp.d), hooks))
 
 
-def run(cfg: RunConfig | None, resume: ResumeRequest | None = None) -> int:
+def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -> int:
+    from ef21_mpi.runtime import mpi
+
+    comm = mpi.world()
+    if comm.Get_size() < 2:
+        raise InputError("--backend mpi needs at least 2 ranks (1 master + n workers); launch with mpiexec -n N+1")
+    mpi.install_abort_hook(comm)
+    if comm.Get_rank() != 0:
+        return mpi.serve(comm, hooks.wrap_group)
+    worker_ranks = comm.Get_size() - 1
+    try:
+        cfg = resolve_workers(resolve_config(cfg, resume), worker_ranks, resume is not None)
+        exp = build(cfg, cfg.workers)
+        s = start(cfg, exp, "mpi", mpi.library_version(), comm.Get_size(), resume is not None)
+    except InputError:
+        mpi.refuse(comm)
+        raise
+    ranks = rank_workers(cfg.workers, worker_ranks)
+    job = mpi.WorkerJob(cfg.algorithm, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
+                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None)
+    cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
+    exp.release_data()  # the master keeps no shard and no data set
+    try:
+        outcome = _loop(s, cluster, hooks)
+    except Exception as err:  # noqa: BLE001 -- the log is marked failed; abort the job rather than hang it
+        print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
+        comm.Abort(1)
+    cluster.stop()
+    return finish(s, outcome)
+
+
+def run(cfg: RunConfig | None, resume: ResumeRequest | None = None, hooks: Hooks | None = None) -> int:
+    """Run (or resume) one configuration on the backend it names; returns the process's exit code."""
+    hooks = hooks or Hooks()
     backend = resume.explicit.get("backend", "auto") if resume is not None else cfg.backend
     if choose_backend(backend) == "mpi":
-        from ef21_mpi.runtime.mpi import run_mpi
-
-        return run_mpi(cfg, resume)  # rank 0 resolves and validates, and tells the others
+        return run_mpi(cfg, resume, hooks)  # rank 0 resolves and validates, and tells the others
     if mpi_world_size() > 1:
         raise InputError("--backend serial was launched under mpiexec with several ranks; run it as one process")
-    return run_serial(resolve_config(cfg, resume), resume is not None)
+    return run_serial(resolve_config(cfg, resume), resume is not None, hooks)

@@ -18,32 +18,35 @@ from __future__ import annotations
 import numpy as np
 
 from ef21_mpi.core.compressors import INDEX_DTYPE, VALUE_DTYPE
-from ef21_mpi.core.methods import Message, MessageSpec, Method
+from ef21_mpi.core.methods import Messages, MessageSpec, Method
 
 
 def aligned(nbytes: int) -> int:
     return (nbytes + 7) // 8 * 8
 
 
-def pack(message: Message, spec: MessageSpec, out: np.ndarray) -> None:
-    """Write ``message`` into the byte buffer ``out`` (at least ``spec.nbytes`` long) in wire order."""
-    nv = spec.n_values
+def pack(msgs: Messages, spec: MessageSpec, slots: np.ndarray) -> None:
+    """Write the group's messages into ``slots`` (an m x stride byte array, one row per worker) in wire order."""
+    m, nv = msgs.values.shape
     vbytes = nv * np.dtype(VALUE_DTYPE).itemsize
-    out[:vbytes].view(VALUE_DTYPE)[:] = message.values
+    slots[:, :vbytes] = np.ascontiguousarray(msgs.values, dtype=VALUE_DTYPE).view(np.uint8).reshape(m, vbytes)
     if spec.has_indices:
-        out[vbytes:vbytes + nv * np.dtype(INDEX_DTYPE).itemsize].view(INDEX_DTYPE)[:] = message.indices
+        ibytes = nv * np.dtype(INDEX_DTYPE).itemsize
+        slots[:, vbytes:vbytes + ibytes] = np.ascontiguousarray(msgs.indices, dtype=INDEX_DTYPE).view(
+            np.uint8).reshape(m, ibytes)
     if spec.has_flag:
-        out[spec.nbytes - 1] = message.flag
+        slots[:, spec.nbytes - 1] = msgs.flags
 
 
-def unpack(chunk: np.ndarray, spec: MessageSpec) -> Message:
-    """The `Message` whose bytes are ``chunk`` (views, no copies)."""
+def unpack(slots: np.ndarray, spec: MessageSpec) -> Messages:
+    """The `Messages` whose bytes are the rows of ``slots`` (an n x stride byte array; views, no copies)."""
     nv = spec.n_values
     vbytes = nv * np.dtype(VALUE_DTYPE).itemsize
-    values = chunk[:vbytes].view(VALUE_DTYPE)
-    indices = chunk[vbytes:vbytes + nv * np.dtype(INDEX_DTYPE).itemsize].view(INDEX_DTYPE) if spec.has_indices else None
-    flag = int(chunk[spec.nbytes - 1]) if spec.has_flag else None
-    return Message(indices, values, flag)
+    values = slots[:, :vbytes].view(VALUE_DTYPE)
+    indices = slots[:, vbytes:vbytes + nv * np.dtype(INDEX_DTYPE).itemsize].view(INDEX_DTYPE) if spec.has_indices \
+        else None
+    flags = slots[:, spec.nbytes - 1] if spec.has_flag else None
+    return Messages(indices, values, flags)
 
 
 def rank_workers(n: int, ranks: int) -> list[range]:
@@ -87,10 +90,10 @@ class Slots:
         displs = [0] + [r.start * self.stride(key, logged) for r in ranks]
         return counts, displs
 
-    def message(self, buffer: np.ndarray, key: int, logged: bool, j: int) -> np.ndarray:
-        """The bytes of the ``j``-th message in a buffer of slots."""
-        start = j * self.stride(key, logged)
-        return buffer[start:start + self.specs[key].nbytes]
+    def rows(self, buffer: np.ndarray, key: int, logged: bool, m: int) -> np.ndarray:
+        """The first ``m`` slots of a byte buffer as an m x stride array (one row per worker)."""
+        stride = self.stride(key, logged)
+        return buffer[:m * stride].reshape(m, stride)
 
     def monitor_rows(self, buffer: np.ndarray, key: int, rows: int) -> np.ndarray:
         """A ``rows x (d + 2)`` float64 view of the monitoring rows inside a byte buffer of ``rows`` logged slots."""

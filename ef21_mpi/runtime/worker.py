@@ -1,9 +1,9 @@
-"""The workers one process holds: their shards, their method states, and what they do in a round.
+"""The workers one process holds: their shards, their method state, and what they do in a round.
 
-The serial backend holds all n workers in one group; an MPI rank holds a group of one. The gradients of
-a group come from one pass over its stacked shards (`problems`), computed row for row as a lone worker
-computes them, and each worker then runs the method's update on its own state, so the grouping never
-changes a number.
+The serial backend holds all n workers in one group; an MPI rank holds a block of them (often one). The
+gradients of a group come from one pass over its stacked shards (`core.problems`), and the method's
+worker side updates the whole group in one call (every array has a leading worker axis). Each row is
+computed exactly as for a lone worker, so the grouping never changes a number.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ef21_mpi.core.methods import Message, Method, WorkerState
+from ef21_mpi.core.methods import Messages, Method, Workers
 from ef21_mpi.core.problems import ShardGroup
-from ef21_mpi.runtime.faults import FaultInjector
 
 
 class WorkerFailed(Exception):
@@ -28,22 +27,21 @@ class WorkerFailed(Exception):
 class WorkerGroup:
     """Workers ``first .. first + m - 1``: their gradients at the broadcast ``x``, state updates and messages.
 
-    On a logged round each worker also fills its monitoring row ``[grad_i(x), f_i(x), ||g_i - grad_i(x)||^2]``
-    (the last NaN for methods without ``g_i``), which travels on a channel not counted as the method's traffic.
+    On a logged round the group also fills its monitoring rows ``[grad_i(x), f_i(x), ||g_i - grad_i(x)||^2]``
+    (the last NaN for methods without ``g_i``), which travel on a channel not counted as the method's traffic.
     """
 
     def __init__(self, method: Method, shards: ShardGroup, seeds: Sequence[np.random.SeedSequence],
                  batch_size: int | None = None, first: int = 0):
         self.method = method
         self.shards = shards
-        self.batch_size = batch_size
+        self.batch_size = batch_size if method.minibatch else None
         self.first = first
-        self.states: list[WorkerState] = [method.new_worker_state(np.random.default_rng(s)) for s in seeds]
-        self.faults = [FaultInjector.from_environment(first + j + 1) for j in range(self.m)]  # worker i is "rank" i+1
+        self.state: Workers = method.init_workers([np.random.default_rng(s) for s in seeds])
 
     @property
     def m(self) -> int:
-        return len(self.states)
+        return len(self.state.rngs)
 
     @property
     def label(self) -> str:
@@ -52,10 +50,10 @@ class WorkerGroup:
 
     def _minibatch_rows(self, j: int) -> np.ndarray:
         # tau rows without replacement from worker j's stream, in increasing order.
-        return np.sort(self.states[j].rng.choice(self.shards.n_rows[j], size=self.batch_size, replace=False))
+        return np.sort(self.state.rngs[j].choice(self.shards.n_rows[j], size=self.batch_size, replace=False))
 
     def _gradients(self, x: np.ndarray, logged: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """``(what each method step uses, full gradients, losses)``; the last two only on logged rounds."""
+        """``(what the method step uses, full gradients, losses)``; the last two only on logged rounds."""
         if self.batch_size is None:
             losses, grads = self.shards.losses_and_grads(x, with_losses=logged)
             return grads, grads, losses
@@ -67,36 +65,28 @@ class WorkerGroup:
             used[j] = full[j] if whole[j] else self.shards.minibatch_grad(x, r, worker=j)
         return used, full, losses
 
-    def round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> list[Message]:
-        """Every worker's message for round ``t``; ``monitors`` (m x (d + 2)) is filled when given.
+    def round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
+        """The group's messages for round ``t``; ``monitors`` (m x (d + 2)) is filled when given.
 
-        Any error becomes `WorkerFailed`, naming the worker when it is one worker's (an injected fault).
+        Any error becomes `WorkerFailed` naming the group.
         """
-        who = self.label
         try:
-            for j, fault in enumerate(self.faults):
-                who = f"worker {self.first + j}"
-                fault.maybe_fail(t)
-            who = self.label
             return self._round(x, t, monitors)
+        except WorkerFailed:
+            raise
         except Exception as err:
-            raise WorkerFailed(who, t, f"{type(err).__name__}: {err}") from err
+            raise WorkerFailed(self.label, t, f"{type(err).__name__}: {err}") from err
 
-    def _round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> list[Message]:
+    def _round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
         d = x.shape[0]
         used, full, losses = self._gradients(x, monitors is not None)
-        messages = [self.method.worker_round(state, used[j], t) for j, state in enumerate(self.states)]
+        msgs = self.method.worker_step(self.state, used, t)
         if monitors is not None:
             monitors[:, :d] = full
             monitors[:, d] = losses
-            for j, state in enumerate(self.states):
-                monitors[j, d + 1] = _squared_distance(state.g_i, full[j]) if self.method.has_g else np.nan
-        return messages
-
-
-def _squared_distance(a: np.ndarray, b: np.ndarray) -> float:
-    diff = a - b
-    return float(diff @ diff)
+            distortion = self.method.distortion(self.state, full)
+            monitors[:, d + 1] = np.nan if distortion is None else distortion
+        return msgs
 
 
 def summarise(monitors: np.ndarray, d: int) -> tuple[float, float, float]:
