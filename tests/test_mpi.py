@@ -131,8 +131,9 @@ def test_more_workers_than_rows_is_an_input_error_on_every_rank(tmp_path):
     started = time.monotonic()
     out = ef21(["run", "--dataset", str(data), "--out", str(tmp_path / "x.h5")], ranks=6, timeout=60)
     assert time.monotonic() - started < 30
-    assert out.returncode != 0
+    assert out.returncode == 2
     assert out.stderr.count("ef21-mpi: error:") == 1 and "Traceback" not in out.stderr
+    assert "ef21-mpi: error: cannot split 3 rows among 5 workers; expected 1 <= workers <= 3" in out.stderr
     assert not (tmp_path / "x.h5").exists()
 
 
