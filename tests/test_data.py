@@ -4,7 +4,6 @@ import bz2
 import gzip
 import hashlib
 import lzma
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ from ef21_mpi.core.data import parse_libsvm, read_libsvm, shard, shard_bounds
 from ef21_mpi.errors import InputError
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "tiny.svm"
-REAL_DIR = Path(os.environ.get("EF21_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/libsvm")
 
 # tiny.svm written out by hand: rows in file order, label-only row 4 is all zeros
 TINY_DENSE = np.array(
@@ -271,14 +269,13 @@ def test_shard_slices_rows_in_order():
         shard(ds, 13)
 
 
-needs_real = pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"real data folder {REAL_DIR} not present")
+# the real data sets: the conftest's data_dir fixture skips without them, or fails under EF21_REQUIRE_DATA=1
 
 
-@needs_real
 @pytest.mark.parametrize("name", sorted(REAL))
-def test_real_data_sets_match_sources(name):
+def test_real_data_sets_match_sources(name, data_dir):
     N, d, label_counts, nnz, sha256 = REAL[name]
-    path = REAL_DIR / f"{name}.bz2"
+    path = data_dir / f"{name}.bz2"
     ds = read_libsvm(path, d=d)
     assert (ds.name, ds.N, ds.d, ds.A.shape, ds.A.nnz, ds.sha256) == (name, N, d, (N, d), nnz, sha256)
     assert (int((ds.y == -1).sum()), int((ds.y == 1).sum())) == label_counts
@@ -287,7 +284,6 @@ def test_real_data_sets_match_sources(name):
     assert data._parse_fast(data.read_uncompressed(path), d) is not None
 
 
-@needs_real
-def test_w8a_label_only_rows():
-    ds = read_libsvm(REAL_DIR / "w8a.bz2", d=300)
+def test_w8a_label_only_rows(data_dir):
+    ds = read_libsvm(data_dir / "w8a.bz2", d=300)
     assert int((np.diff(ds.A.indptr) == 0).sum()) == 4203

@@ -58,7 +58,8 @@ def test_several_files_table(logs, capsys):
 
 def test_bad_input(tmp_path, logs, capsys):
     assert main(["inspect", str(tmp_path / "missing.h5")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.err == f"ef21-mpi: error: {tmp_path / 'missing.h5'}: no such file\n" and captured.out == ""
     (tmp_path / "junk.h5").write_bytes(b"\x00" * 64)
     assert main(["inspect", str(logs[0]), str(tmp_path / "junk.h5")]) == 2
     err = capsys.readouterr().err

@@ -78,11 +78,45 @@ def test_worker_exception_fails_the_job_and_keeps_earlier_rows(tmp_path):
         np.testing.assert_array_equal(logged[key], ref[key][:17])
 
 
+ARM = "yes, crash this run on purpose"  # faults.py's phrase, written out here
+FAULT_SPEC = "rank=2,round=4,action=raise"  # worker 1 raises in round 4
+
+
 def test_fault_needs_both_variables(tmp_path):
+    """Both variables: the injector really fires (serial and under mpiexec). Either alone: the run is untouched."""
     data = write_libsvm(tmp_path / "small.svm")
-    args = ["run", "--dataset", str(data), "--rounds", "10", "--quiet", "--out", str(tmp_path / "x.h5")]
-    only_spec = ef21(args, ranks=3, env={"EF21_MPI_FAULT": "rank=1,round=3,action=raise"})
-    assert only_spec.returncode == 0, only_spec.stderr
+    args = ["run", "--dataset", str(data), "--rounds", "10", "--k", "2", "--quiet"]
+    serial = [*args, "--backend", "serial", "--workers", "2"]
+    # "" rather than unset: helpers.ef21 can only add to the environment, and an empty spec is no spec
+    unarmed = {"none": {"EF21_MPI_FAULT": "", "EF21_MPI_FAULT_ARMED": ""},
+               "spec only": {"EF21_MPI_FAULT": FAULT_SPEC, "EF21_MPI_FAULT_ARMED": ""},
+               "armed only": {"EF21_MPI_FAULT": "", "EF21_MPI_FAULT_ARMED": ARM},
+               "wrong phrase": {"EF21_MPI_FAULT": FAULT_SPEC, "EF21_MPI_FAULT_ARMED": "yes"}}
+    for name, env in unarmed.items():
+        out = tmp_path / f"{name.replace(' ', '-')}.h5"
+        done = ef21([*serial, "--out", str(out)], env=env)
+        assert done.returncode == 0 and "error" not in done.stderr, f"{name}: {done.stderr}"
+        logged, attrs = read_log(out)
+        assert attrs["status"] == "completed" and list(logged["round"]) == list(range(11)), name
+        if name != "none":
+            assert_same_log(tmp_path / "none.h5", out)
+    ref, _ = read_log(tmp_path / "none.h5")
+
+    armed = {"EF21_MPI_FAULT": FAULT_SPEC, "EF21_MPI_FAULT_ARMED": ARM}
+    launches = {"serial": (ef21([*serial, "--out", str(tmp_path / "s.h5")], env=armed, timeout=60),
+                           "worker 1 failed in round 4", tmp_path / "s.h5"),
+                "mpi": (ef21([*args, "--out", str(tmp_path / "m.h5")], ranks=3, env=armed, timeout=60),
+                        "worker 1 (rank 2) failed in round 4", tmp_path / "m.h5")}
+    for backend, (done, names, out) in launches.items():
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ef21-mpi:")]
+        assert done.returncode == 1, f"{backend}: exit {done.returncode}\n{done.stderr}"
+        assert len(errors) == 1 and names in errors[0] and "injected fault" in errors[0], f"{backend}: {done.stderr}"
+        assert "Traceback" not in done.stderr, backend
+        logged, attrs = read_log(out)
+        assert attrs["status"] == "failed", backend
+        assert list(logged["round"]) == [0, 1, 2, 3], backend  # round 4's row is dropped
+        for key in ("grad_norm_sq", "loss", "distortion", "bits_up", "coords_up", "bits_down"):
+            np.testing.assert_array_equal(logged[key], ref[key][:4], err_msg=f"{backend} {key}")
 
 
 def test_world_size_one_under_mpi_backend_is_an_input_error(tmp_path):
@@ -97,8 +131,9 @@ def test_more_workers_than_rows_is_an_input_error_on_every_rank(tmp_path):
     started = time.monotonic()
     out = ef21(["run", "--dataset", str(data), "--out", str(tmp_path / "x.h5")], ranks=6, timeout=60)
     assert time.monotonic() - started < 30
-    assert out.returncode != 0
+    assert out.returncode == 2
     assert out.stderr.count("ef21-mpi: error:") == 1 and "Traceback" not in out.stderr
+    assert "ef21-mpi: error: cannot split 3 rows among 5 workers; expected 1 <= workers <= 3" in out.stderr
     assert not (tmp_path / "x.h5").exists()
 
 

@@ -81,7 +81,25 @@ def test_wire_bits_and_missing_distortion(logs, capsys):
     np.testing.assert_allclose(y, runs[0].distortion[1:])
 
 
-def test_bad_output(logs, tmp_path):
-    assert main(["plot", str(logs[0]), "-o", str(tmp_path / "fig.jpeg")]) == 2
-    assert main(["plot", str(logs[0]), "-o", str(tmp_path / "nowhere" / "fig.png")]) == 2
-    assert main(["plot", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "fig.png")]) == 2
+def test_bad_output(logs, tmp_path, capsys):
+    """Exit 2 with exactly one ``ef21-mpi: error:`` line naming the path and what was expected; no file made."""
+    cases = [
+        (["-o", str(tmp_path / "fig.jpeg")], [f"-o {tmp_path / 'fig.jpeg'}", "unknown figure format",
+                                             "use one of .png, .pdf, .svg"]),
+        (["-o", str(tmp_path / "nowhere" / "fig.png")], [f"-o {tmp_path / 'nowhere' / 'fig.png'}",
+                                                         f"folder {tmp_path / 'nowhere'} does not exist"]),
+    ]
+    before = sorted(tmp_path.iterdir())
+    for extra, fragments in cases:
+        assert main(["plot", str(logs[0]), *extra]) == 2, extra
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("ef21-mpi: error: "), captured.err
+        assert all(f in lines[0] for f in fragments), (lines[0], fragments)
+        assert "Traceback" not in captured.err + captured.out and captured.out == ""
+        assert sorted(tmp_path.iterdir()) == before  # no figure, no folder, no temporary file
+    missing = tmp_path / "missing.h5"
+    assert main(["plot", str(missing), "-o", str(tmp_path / "fig.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"ef21-mpi: error: {missing}: no such file\n" and captured.out == ""
+    assert sorted(tmp_path.iterdir()) == before

@@ -14,7 +14,6 @@ from ef21_mpi.core.datasets import DatasetInfo, data_dirs, fetch, find_dataset_f
 from ef21_mpi.errors import InputError
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "tiny.svm"
-REAL_DIR = Path(os.environ.get("EF21_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/libsvm")
 A9A_SHA = "f5d5ffd8d865ff41328e7ee043e4b020816914ff6843ff15b98905ddbedce906"
 SMALL = b"+1 1:1 3:1\n-1 2:1\n"  # a valid LibSVM file that is not a9a
 
@@ -30,12 +29,23 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
+# SPEC section 2's table, copied by hand (N, declared d, sha256 of the uncompressed text), in SPEC's order
+SPEC_TABLE = {
+    "phishing": (11055, 68, "0cf66ef36604c393da9359b2e5d894a2df8aee31fd184633cefa138add2ef08a"),
+    "mushrooms": (8124, 112, "f39a4eb628dc61a7d43760815b061c9e497aa728ce1ad8bde57a09ef6043b538"),
+    "a9a": (32561, 123, "f5d5ffd8d865ff41328e7ee043e4b020816914ff6843ff15b98905ddbedce906"),
+    "w8a": (49749, 300, "6a9fa8fd5f524303240a5db07d4b3d4a51e8b7b4b20a914105d8e3e8c81640f2"),
+}
+SPEC_URL = "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/"
+
+
 def test_registry_matches_spec():
-    shape = {name: (info.N, info.d) for name, info in registry.REGISTRY.items()}
-    assert shape == {"phishing": (11055, 68), "mushrooms": (8124, 112), "a9a": (32561, 123), "w8a": (49749, 300)}
-    a9a = registry.REGISTRY["a9a"]
-    assert a9a.sha256 == A9A_SHA and a9a.filename == "a9a.bz2"
-    assert a9a.url == "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/a9a"
+    assert list(registry.REGISTRY) == list(SPEC_TABLE)  # the order error messages list them in
+    for name, (N, d, sha256) in SPEC_TABLE.items():
+        info = registry.REGISTRY[name]
+        assert (info.name, info.N, info.d, info.sha256) == (name, N, d, sha256), name
+        assert (info.url, info.filename) == (SPEC_URL + name, f"{name}.bz2"), name
+    assert A9A_SHA == SPEC_TABLE["a9a"][2]
 
 
 def test_data_dirs_order(isolated, monkeypatch):
@@ -47,7 +57,13 @@ def test_data_dirs_order(isolated, monkeypatch):
 
 
 def test_project_data_dir_is_repo_data_folder():
-    assert registry.PROJECT_DATA_DIR == Path(__file__).resolve().parents[1] / "data"
+    """The default folder is the repository's real data/ folder: its README documents the same four sets."""
+    folder = registry.PROJECT_DATA_DIR
+    assert folder.is_dir() and folder.samefile(Path(__file__).resolve().parents[1] / "data")
+    assert (folder / "fixtures" / "tiny.svm").is_file()
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    for name, (N, d, sha256) in SPEC_TABLE.items():
+        assert f"| {name} | {N} | {d} |" in readme and sha256 in readme and SPEC_URL + name in readme, name
 
 
 def test_lookup_order_first_folder_wins(isolated, monkeypatch):
@@ -214,18 +230,16 @@ def test_fetch_unknown_name(isolated):
         fetch("a8a", str(isolated))
 
 
-needs_real = pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"real data folder {REAL_DIR} not present")
+# the real data sets: the conftest's data_dir fixture skips without them, or fails under EF21_REQUIRE_DATA=1
 
 
-@needs_real
 @pytest.mark.parametrize("name", ["phishing", "mushrooms", "a9a", "w8a"])
-def test_real_data_sets_load_with_checksum(isolated, name):
-    info = registry.REGISTRY[name]
-    ds = load(name, str(REAL_DIR))
-    assert (ds.name, ds.N, ds.d, ds.sha256) == (name, info.N, info.d, info.sha256)
-    assert ds.path == str(REAL_DIR / f"{name}.bz2")
+def test_real_data_sets_load_with_checksum(data_dir, isolated, name):
+    N, d, sha256 = SPEC_TABLE[name]
+    ds = load(name, str(data_dir))
+    assert (ds.name, ds.N, ds.d, ds.sha256) == (name, N, d, sha256)
+    assert ds.path == str(data_dir / f"{name}.bz2")
 
 
-@needs_real
-def test_real_data_sets_list_ok(isolated):
-    assert {r["name"]: r["checksum"] for r in list_datasets(str(REAL_DIR))} == dict.fromkeys(registry.REGISTRY, "ok")
+def test_real_data_sets_list_ok(data_dir, isolated):
+    assert {r["name"]: r["checksum"] for r in list_datasets(str(data_dir))} == dict.fromkeys(SPEC_TABLE, "ok")

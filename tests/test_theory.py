@@ -17,7 +17,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import real_data_dir
 from helpers import write_exact_libsvm
 
 from ef21_mpi.analysis.theory import format_report, theory_report
@@ -65,11 +64,9 @@ def write_libsvm(path: Path, N: int = 60, d: int = 8, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_dir() -> Path:
-    folder = real_data_dir()
-    if folder is None:
-        pytest.skip("the paper's data sets are not available (set EF21_DATA_DIR)")
-    return folder
+def real_dir(data_dir) -> Path:
+    """The conftest's data_dir: a skip without the data, a failure under EF21_REQUIRE_DATA=1."""
+    return data_dir
 
 
 @pytest.mark.slow
