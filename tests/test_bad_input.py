@@ -28,7 +28,6 @@ import pytest
 
 from ef21_mpi.core.data import parse_libsvm
 from ef21_mpi.core.datasets import REGISTRY
-from ef21_mpi.errors import InputError
 
 TIMEOUT = 90  # seconds per launch before it counts as a hang
 PROMPT = 30  # seconds an input error may take, start-up of every rank included
@@ -244,7 +243,7 @@ def test_corrupt_compressed_file(name, box):
 
 def test_index_beyond_declared_d_on_the_reader():
     """Not reachable from the CLI (see the module docstring), so the reader's ``d`` is checked directly."""
-    with pytest.raises(InputError, match=r"^x\.svm:3: index 5 exceeds the declared dimension d=4$"):
+    with pytest.raises(ValueError, match=r"^x\.svm:3: index 5 exceeds the declared dimension d=4$"):
         parse_libsvm(b"0 1:1\n1 4:1\n0 2:1 5:1\n", "x.svm", d=4)
     assert parse_libsvm(b"0 1:1\n1 4:1\n", "x.svm", d=4).d == 4
 

@@ -12,7 +12,6 @@ import scipy.sparse as sp
 
 from ef21_mpi.core import data
 from ef21_mpi.core.data import parse_libsvm, read_libsvm, shard, shard_bounds
-from ef21_mpi.errors import InputError
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "tiny.svm"
 
@@ -88,13 +87,13 @@ def test_compressed_variants_parse_identically(tmp_path, suffix, compress):
 def test_corrupt_compressed_file(tmp_path):
     path = tmp_path / "bad.bz2"
     path.write_bytes(b"this is not bzip2")
-    with pytest.raises(InputError, match="cannot decompress .*bad.bz2"):
+    with pytest.raises(ValueError, match="cannot decompress .*bad.bz2"):
         read_libsvm(path)
 
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.svm"
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ValueError) as err:
         read_libsvm(path)
     assert str(err.value) == f"data file not found: {path}"
 
@@ -130,7 +129,7 @@ def test_malformed_line_names_file_and_line(tmp_path, case):
     line, expected = BAD_LINES[case]
     path = tmp_path / "bad.svm"
     path.write_text(GOOD_HEAD + line + "\n-1 1:1\n", encoding="utf-8")
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ValueError) as err:
         read_libsvm(path)
     message = str(err.value)
     assert message.startswith(f"{path}:5: ")
@@ -141,7 +140,7 @@ def test_malformed_line_names_file_and_line(tmp_path, case):
 def test_index_beyond_declared_dimension(tmp_path):
     path = tmp_path / "wide.svm"
     path.write_text("1 1:1\n-1 2:1 7:1\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"wide.svm:2: index 7 exceeds the declared dimension d=6$"):
+    with pytest.raises(ValueError, match=r"wide.svm:2: index 7 exceeds the declared dimension d=6$"):
         read_libsvm(path, d=6)
     assert read_libsvm(path).d == 7
 
@@ -149,21 +148,21 @@ def test_index_beyond_declared_dimension(tmp_path):
 def test_line_numbers_count_crlf_lines_and_comments(tmp_path):
     path = tmp_path / "crlf.svm"
     path.write_bytes(b"# c\r\n1 1:1\r\n\r\n-1 2:1 1:1\r\n")
-    with pytest.raises(InputError, match=r"crlf.svm:4: indices must be strictly increasing"):
+    with pytest.raises(ValueError, match=r"crlf.svm:4: indices must be strictly increasing"):
         read_libsvm(path)
 
 
 def test_more_than_two_labels_are_named(tmp_path):
     path = tmp_path / "multi.svm"
     path.write_text("0 1:1\n1 1:1\n2 2:1\n1 1:1\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"multi.svm: expected exactly two distinct labels .*found 3: 0, 1, 2$"):
+    with pytest.raises(ValueError, match=r"multi.svm: expected exactly two distinct labels .*found 3: 0, 1, 2$"):
         read_libsvm(path)
 
 
 def test_single_label_is_rejected(tmp_path):
     path = tmp_path / "one.svm"
     path.write_text("1 1:1\n1 2:1\n", encoding="utf-8")
-    with pytest.raises(InputError, match="found 1: 1$"):
+    with pytest.raises(ValueError, match="found 1: 1$"):
         read_libsvm(path)
 
 
@@ -171,14 +170,14 @@ def test_single_label_is_rejected(tmp_path):
 def test_file_without_rows_is_rejected(tmp_path, content):
     path = tmp_path / "empty.svm"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(InputError, match="empty.svm: no data rows"):
+    with pytest.raises(ValueError, match="empty.svm: no data rows"):
         read_libsvm(path)
 
 
 def test_label_only_rows_need_a_declared_dimension(tmp_path):
     path = tmp_path / "bare.svm"
     path.write_text("1\n-1\n1\n", encoding="utf-8")
-    with pytest.raises(InputError, match="dimension cannot be inferred"):
+    with pytest.raises(ValueError, match="dimension cannot be inferred"):
         read_libsvm(path)
     ds = read_libsvm(path, d=3)
     assert ds.A.shape == (3, 3) and ds.A.nnz == 0
@@ -187,7 +186,7 @@ def test_label_only_rows_need_a_declared_dimension(tmp_path):
 
 @pytest.mark.parametrize("d", [0, -3, 1.5, True, "6"])
 def test_bad_declared_dimension(d):
-    with pytest.raises(InputError, match="declared dimension d must be a positive integer"):
+    with pytest.raises(ValueError, match="declared dimension d must be a positive integer"):
         read_libsvm(TINY, d=d)
 
 
@@ -253,7 +252,7 @@ def test_shard_bounds_a9a_with_twenty_workers():
 
 @pytest.mark.parametrize("N, n", [(5, 6), (5, 0), (5, -1), (0, 1)])
 def test_shard_bounds_rejects_bad_worker_counts(N, n):
-    with pytest.raises(InputError, match=f"cannot split {N} rows among {n} workers"):
+    with pytest.raises(ValueError, match=f"cannot split {N} rows among {n} workers"):
         shard_bounds(N, n)
 
 
@@ -265,7 +264,7 @@ def test_shard_slices_rows_in_order():
     np.testing.assert_array_equal(np.concatenate([yi for _, yi in parts]), TINY_Y)
     assert all(isinstance(Ai, sp.csr_matrix) and Ai.indices.dtype == np.int32 for Ai, _ in parts)
     assert len(shard(ds, 12)) == 12
-    with pytest.raises(InputError):
+    with pytest.raises(ValueError):
         shard(ds, 13)
 
 

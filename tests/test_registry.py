@@ -11,7 +11,6 @@ import pytest
 
 from ef21_mpi.core import datasets as registry
 from ef21_mpi.core.datasets import DatasetInfo, data_dirs, fetch, find_dataset_file, list_datasets, load
-from ef21_mpi.errors import InputError
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "tiny.svm"
 A9A_SHA = "f5d5ffd8d865ff41328e7ee043e4b020816914ff6843ff15b98905ddbedce906"
@@ -89,18 +88,18 @@ def test_path_is_returned_as_is(isolated):
 
 
 def test_unknown_name_lists_known_names(isolated):
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ValueError) as err:
         find_dataset_file("a8a", None)
     assert str(err.value) == "unknown data set 'a8a': no such file, and not one of phishing, mushrooms, a9a, w8a"
 
 
 def test_directory_is_not_a_data_file(isolated):
-    with pytest.raises(InputError, match="is a directory"):
+    with pytest.raises(ValueError, match="is a directory"):
         find_dataset_file(str(isolated), None)
 
 
 def test_known_but_missing_says_where_it_looked(isolated):
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ValueError) as err:
         find_dataset_file("w8a", str(isolated / "explicit"))
     message = str(err.value)
     assert message.startswith("data set w8a not found: looked for w8a[.bz2|.gz|.xz|.txt] in ")
@@ -113,7 +112,7 @@ def test_checksum_mismatch_of_tampered_copy(isolated):
     path = isolated / "a9a.bz2"
     path.write_bytes(bz2.compress(SMALL))
     got = hashlib.sha256(SMALL).hexdigest()
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ValueError) as err:
         load("a9a", str(isolated))
     assert str(err.value).startswith(f"checksum mismatch for a9a ({path}): expected {A9A_SHA}, got {got}")
     ds = load("a9a", str(isolated), verify=False)  # unchecked, but still read with a9a's declared d
@@ -164,7 +163,7 @@ def _offline(*args, **kwargs):
 def test_fetch_offline_gives_clear_error(isolated, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", _offline)
     target = isolated / "dl"
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ValueError) as err:
         fetch("a9a", str(target))
     assert str(err.value) == (
         "cannot download a9a from https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/binary/a9a: "
@@ -178,16 +177,16 @@ def test_fetch_http_error(isolated, monkeypatch):
         raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
 
     monkeypatch.setattr(urllib.request, "urlopen", not_found)
-    with pytest.raises(InputError, match="cannot download w8a from .*: HTTP 404 Not Found; copy the file"):
+    with pytest.raises(ValueError, match="cannot download w8a from .*: HTTP 404 Not Found; copy the file"):
         fetch("w8a", str(isolated))
 
 
 def test_fetch_default_target_is_env_then_project_folder(isolated, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", _offline)
-    with pytest.raises(InputError, match=f"into {isolated / 'project_data'} by hand"):
+    with pytest.raises(ValueError, match=f"into {isolated / 'project_data'} by hand"):
         fetch("a9a", None)
     monkeypatch.setenv(registry.ENV_VAR, str(isolated / "env"))
-    with pytest.raises(InputError, match=f"into {isolated / 'env'} by hand"):
+    with pytest.raises(ValueError, match=f"into {isolated / 'env'} by hand"):
         fetch("a9a", None)
 
 
@@ -220,13 +219,13 @@ def test_fetch_normalises_verifies_and_writes_atomically(isolated, monkeypatch, 
 
 def test_fetch_checksum_mismatch_writes_nothing(isolated, monkeypatch, tiny_entry):
     monkeypatch.setattr(registry, "_download", lambda url, timeout: SMALL)
-    with pytest.raises(InputError, match=r"checksum mismatch for tiny downloaded from .*; nothing written$"):
+    with pytest.raises(ValueError, match=r"checksum mismatch for tiny downloaded from .*; nothing written$"):
         fetch("tiny", str(isolated / "dl"))
     assert not (isolated / "dl").exists()
 
 
 def test_fetch_unknown_name(isolated):
-    with pytest.raises(InputError, match="cannot fetch 'a8a': not a registered data set"):
+    with pytest.raises(ValueError, match="cannot fetch 'a8a': not a registered data set"):
         fetch("a8a", str(isolated))
 
 
