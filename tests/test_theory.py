@@ -21,7 +21,7 @@ from conftest import real_data_dir
 from helpers import write_exact_libsvm
 
 from ef21_mpi.analysis.theory import format_report, theory_report
-from ef21_mpi.cli.theory import plot_theory
+from ef21_mpi.analysis.theory_figure import plot_theory
 from ef21_mpi.errors import InputError
 
 TIMEOUT = 300
