@@ -14,7 +14,6 @@ import pytest
 
 from ef21_mpi.bench import bench
 from ef21_mpi.bench import naive as bench_naive
-from ef21_mpi.cli.main import main as cli_main
 from ef21_mpi.core import synth
 from ef21_mpi.core.compressors import TopK
 from ef21_mpi.core.datasets import load
@@ -41,8 +40,7 @@ def test_naive_top_k_keeps_the_package_tie_rule():
 @pytest.mark.parametrize("k", [1, 3])
 def test_naive_ef21_follows_the_package_iterates(tmp_path, small_file, k):
     out = tmp_path / "run.h5"
-    assert cli_main(bench.run_args(str(small_file), out, rounds=40, log_every=1, k=k, workers=4)) == 0
-    package = bench.read_log(out)
+    package = bench.serial_run(bench.run_config(str(small_file), out, rounds=40, log_every=1, k=k, workers=4))
     ds = load(str(small_file), None)
     x, grad_norm_sq, seconds = bench_naive.naive_ef21(bench_naive.naive_shards(ds.A, ds.y, 4), 0.1, package["gamma"], 40, k)
     assert seconds.shape == (40,)
@@ -69,8 +67,7 @@ def test_naive_loss_and_gradient_are_the_logistic_problem():
 
 def test_log_reader_counts_uplink_per_round(tmp_path, small_file):
     out = tmp_path / "run.h5"
-    assert cli_main(bench.run_args(str(small_file), out, rounds=12, log_every=5, k=2, workers=4)) == 0
-    figures = bench.read_log(out)
+    figures = bench.serial_run(bench.run_config(str(small_file), out, rounds=12, log_every=5, k=2, workers=4))
     assert figures["bits_up_per_worker_round"] == [2 * bench.BITS_PER_ENTRY]
     assert figures["coords_up_per_worker_round"] == [2.0]
     assert figures["round_seconds"] > 0

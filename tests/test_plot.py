@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import write_pm1_libsvm as write_libsvm
 
+from ef21_mpi.analysis import figures
 from ef21_mpi.analysis.results import bits_per_worker, load_run
-from ef21_mpi.cli import plot as plot_cmd
 from ef21_mpi.cli.main import main
 
 pytest.importorskip("matplotlib")
@@ -40,13 +40,13 @@ def test_png_one_panel_per_dataset(logs, tmp_path, capsys):
     out = tmp_path / "fig.png"
     assert main(["plot", *map(str, logs), "-o", str(out), "--title", "test"]) == 0
     assert "2 panels" in capsys.readouterr().out
-    width, height = plot_cmd.PANEL_SIZE
-    assert png_size(out) == (round((height + 0.4) * plot_cmd.DPI), round(2 * width * plot_cmd.DPI))
+    width, height = figures.PANEL_SIZE
+    assert png_size(out) == (round((height + 0.4) * figures.DPI), round(2 * width * figures.DPI))
 
 
 def test_panels_by_multiplier_and_curves(logs):
     runs = [load_run(p) for p in logs]
-    fig = plot_cmd.make_figure(runs, panels_by="multiplier")
+    fig = figures.make_figure(runs, panels_by="multiplier")
     assert [ax.get_title() for ax in fig.axes] == ["stepsize 1x", "stepsize 4x"]
     first = fig.axes[0]
     assert [line.get_label() for line in first.lines] == ["EF21, top-1, alpha", "EF, top-1, alpha",
@@ -59,7 +59,7 @@ def test_panels_by_multiplier_and_curves(logs):
 
 def test_single_panel_rounds_and_loss(logs, tmp_path):
     runs = [load_run(p) for p in logs[:4]]
-    fig = plot_cmd.make_figure(runs, panels_by="none", x="rounds", y="loss")
+    fig = figures.make_figure(runs, panels_by="none", x="rounds", y="loss")
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 4
     x, y = fig.axes[0].lines[3].get_data()
     np.testing.assert_array_equal(x, np.arange(31))
@@ -72,7 +72,7 @@ def test_single_panel_rounds_and_loss(logs, tmp_path):
 
 def test_wire_bits_and_missing_distortion(logs, capsys):
     runs = [load_run(logs[0]), load_run(logs[2])]  # EF21 has G^t, EF does not
-    fig = plot_cmd.make_figure(runs, y="distortion", bits="wire")
+    fig = figures.make_figure(runs, y="distortion", bits="wire")
     assert len(fig.axes[0].lines) == 1
     assert "no positive finite distortion" in capsys.readouterr().err
     x, y = fig.axes[0].lines[0].get_data()
@@ -103,3 +103,14 @@ def test_bad_output(logs, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err == f"ef21-mpi: error: {missing}: no such file\n" and captured.out == ""
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_each_method_keeps_its_colour(logs):
+    """One panel per data set shows each method once: its line has the method's fixed colour in every panel."""
+    runs = [load_run(p) for p in logs[::2]]  # multiplier 1: EF21 and EF on alpha, then on beta
+    assert [figures.method_color(r) for r in runs] == ["C0", "C2", "C0", "C2"]
+    fig = figures.make_figure(runs)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        for line in ax.lines:
+            assert line.get_color() == ("C0" if line.get_label().startswith("EF21") else "C2")

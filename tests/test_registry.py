@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ef21_mpi.cli.main import main
 from ef21_mpi.core import datasets as registry
 from ef21_mpi.core.datasets import DatasetInfo, data_dirs, fetch, find_dataset_file, list_datasets, load
 
@@ -146,7 +147,7 @@ def test_list_datasets_reports_state(isolated, capsys):
     }
     assert rows["w8a"]["checksum"] == "MISMATCH"
     assert rows["phishing"] == {"name": "phishing", "N": 11055, "d": 68, "path": None, "checksum": "missing"}
-    assert registry.cli_list(str(isolated)) == 0
+    assert main(["data", "list", "--data-dir", str(isolated)]) == 0
     out = capsys.readouterr().out
     assert "a9a" in out and "MISMATCH" in out and "missing" in out and "ef21-mpi data fetch" in out
 
@@ -213,7 +214,7 @@ def test_fetch_normalises_verifies_and_writes_atomically(isolated, monkeypatch, 
     assert (ds.N, ds.d, ds.sha256) == (12, 6, info.sha256)
     # a verified copy is kept: no second download
     monkeypatch.setattr(registry, "_download", _offline)
-    assert registry.cli_fetch("tiny", str(isolated / "dl")) == 0
+    assert main(["data", "fetch", "tiny", "--data-dir", str(isolated / "dl")]) == 0
     assert capsys.readouterr().out == f"tiny: {path} (sha256 ok)\n"
 
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
+from dataclasses import replace
 
 import h5py
 import pytest
 from helpers import write_pm1_libsvm as write_libsvm
 
 from ef21_mpi.analysis.results import load_run
-from ef21_mpi.analysis.sweep import Config, command, expand_grid, grid_from_args
+from ef21_mpi.analysis.sweep import Config, command, expand_grid, validate_grid
 from ef21_mpi.cli.main import build_parser, main
+from ef21_mpi.cli.sweep import grid_from_args
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.config import RunConfig
 
 
 def test_expand_grid_is_the_product_of_the_flags():
@@ -104,3 +108,38 @@ def test_sweep_fails_only_when_a_run_fails(tmp_path, capsys):
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "1 failed" in captured.out and "syn__ef21__top-20__x1.h5 failed" in captured.err
+
+
+GRID = {"datasets": ["a9a"], "algorithms": ["ef21"], "multipliers": [1.0], "k": [1], "rounds": 5, "tol": 0.0,
+        "log_every": 1, "workers": 20}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("algorithms", ["ef22"], "a9a__ef22__top-1__x1.h5: --algorithm 'ef22' is not known; expected one of ef21, "),
+    ("log_every", 0, "--log-every must be at least 1, got 0"),
+    ("multipliers", [-1.0], "--stepsize-multiplier must be a positive finite number, got -1.0"),
+    ("tol", float("nan"), "--tol must be a non-negative finite number"),
+    ("workers", 0, "--workers must be at least 1, got 0"),
+    ("rounds", -1, "--rounds must be non-negative, got -1"),
+    ("k", [0], "--k must be at least 1, got 0"),
+    ("multipliers", ["x"], "stepsize multiplier 'x' must be a number"),
+    ("k", [True], "k True must be an integer"),
+    ("bits_budget", -1.0, "bits_budget must be a non-negative number"),
+    ("k", [124], "k = 124 exceeds d = 123 of a9a"),
+    ("algorithms", ["ef21-sgd"], "sweep does not run ef21-sgd"),
+])
+def test_grid_values_are_checked_as_the_runs_they_become(key, value, message):
+    validate_grid(GRID)
+    with pytest.raises(InputError, match=re.escape(message)):
+        validate_grid({**GRID, key: value})
+
+
+@pytest.mark.parametrize("algorithm, k", [("ef21", 3), ("gd", 123)])
+def test_run_args_say_what_run_config_is(tmp_path, algorithm, k):
+    """The subprocess's flags, read by `ef21-mpi run`, give the configuration the sweep validated."""
+    config = Config("a9a", algorithm, k, 2.0, 30, tol=1e-6, log_every=5, workers=4)
+    out = tmp_path / config.name
+    argv = command(config, out, "some/dir", None)
+    args = build_parser().parse_args(argv[argv.index("run"):])
+    parsed = RunConfig(**{name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)})
+    assert parsed == replace(config.run_config(out, "some/dir"), backend="serial")

@@ -20,7 +20,7 @@ import pytest
 from helpers import write_exact_libsvm
 
 from ef21_mpi.analysis.theory import format_report, theory_report
-from ef21_mpi.cli.theory import plot_theory
+from ef21_mpi.analysis.theory_figure import plot_theory
 from ef21_mpi.errors import InputError
 
 TIMEOUT = 300

@@ -1,4 +1,4 @@
-"""``ef21-mpi sweep``: run a grid of configurations, one log each, resumable.
+"""Sweeps: a grid of configurations, run one log each, resumable (``ef21-mpi sweep`` is its command line).
 
 Each configuration is one ``ef21-mpi run`` in a subprocess (serial backend, or under a launcher such as
 ``mpiexec -n {n+1}``) writing a log with a predictable name, so a sweep that is stopped and started again
@@ -7,8 +7,6 @@ skips every configuration whose log already holds a final status and reruns the 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import shlex
@@ -22,8 +20,8 @@ from pathlib import Path
 
 from ef21_mpi.analysis.results import BITS_PER_COORDINATE, FINAL_STATUSES, WITH_INITIALISATION, load_run
 from ef21_mpi.core.datasets import REGISTRY
-from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.config import RunConfig, validate_values
 
 GRID_KEYS = ("datasets", "algorithms", "multipliers", "k", "rounds", "tol", "bits_budget", "log_every", "workers")
 DEFAULTS = {"algorithms": ["ef", "ef21", "ef21-plus"], "multipliers": [1.0], "k": [1], "tol": 0.0,
@@ -64,6 +62,14 @@ class Config:
         if data_dir:
             args += ["--data-dir", str(data_dir)]
         return args
+
+    def run_config(self, out: Path, data_dir: str | None = None) -> RunConfig:
+        """The run this configuration is, as ``ef21-mpi run`` reads `run_args` (GD keeps the default compressor)."""
+        compressed = {} if self.algorithm == "gd" else {"compressor": self.compressor, "k": self.k}
+        return RunConfig(dataset=self.dataset, out=str(out), algorithm=self.algorithm,
+                         stepsize_multiplier=float(self.multiplier), rounds=self.rounds, tol=float(self.tol),
+                         log_every=self.log_every, workers=self.workers, data_dir=data_dir, overwrite=True,
+                         quiet=True, **compressed)
 
     def matches(self, attrs: dict) -> bool:
         """Does an existing log's configuration equal this one in everything the file name does not show?"""
@@ -212,141 +218,60 @@ def run_sweep(configs: list[Config], out_dir: Path, *, jobs: int | None = None, 
     return sorted(results, key=lambda r: order[r.config])
 
 
-# -- command line ------------------------------------------------------------------------------
+# -- checking a grid ----------------------------------------------------------------------------
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a grid of configurations (resumable), one log each",
-                       description="Expand a grid (data sets x algorithms x k x multipliers) and run each "
-                                   "configuration as its own `ef21-mpi run`, skipping those whose log already "
-                                   "ends with status completed, converged or diverged. Exits non-zero only if "
-                                   "a run failed (diverged is a result).")
-    p.add_argument("--out-dir", required=True, help="folder for the logs (created if missing)")
-    p.add_argument("--grid", help="JSON file with any of the keys " + ", ".join(GRID_KEYS)
-                   + " (lists where the flag takes a list); flags given on the command line win")
-    p.add_argument("--datasets", help="comma-separated data sets (registry names or LibSVM files)")
-    p.add_argument("--algorithms", help="comma-separated, from " + ", ".join(METHODS) + " (default ef,ef21,ef21-plus)")
-    p.add_argument("--multipliers", help="comma-separated stepsize multipliers (default 1)")
-    p.add_argument("--k", help="comma-separated Top-k k values (default 1; GD ignores k and uses d)")
-    p.add_argument("--rounds", type=int, help="rounds per configuration")
-    p.add_argument("--bits-budget", type=float, help="give every configuration the same paper bits/n: rounds "
-                   "such that floor(B / (32 k)) messages are sent (EF, GD, DCGD: one fewer round, as their round 0 is a step "
-                   "that counts), capped by --rounds if also given")
-    p.add_argument("--tol", type=float, help="stop a run once grad_norm_sq < TOL (default 0: never)")
-    p.add_argument("--log-every", type=int, help="log every K-th round (default 1)")
-    p.add_argument("--workers", type=int, help="number of workers n (default 20)")
-    p.add_argument("--data-dir", help="folder holding the data sets (passed to each run)")
-    p.add_argument("--jobs", type=int, help="runs at a time (default: number of cores)")
-    p.add_argument("--launcher", help="command template to run each configuration under, e.g. "
-                   "'mpiexec -n {n+1}' ({n} = workers); default: serial backend in a subprocess")
-    p.add_argument("--dry-run", action="store_true", help="list the configurations and their state, run nothing")
-    p.set_defaults(handler=cmd_sweep)
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _split(text: str, kind, flag: str) -> list:
-    try:
-        return [kind(item.strip()) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise InputError(f"{flag} {text!r}: expected a comma-separated list of {kind.__name__} values") from None
-
-
-def read_grid(path: str) -> dict:
-    """The JSON grid file as a dict of GRID_KEYS (hyphens or underscores); lists may also be scalars."""
-    try:
-        with open(path) as f:
-            grid = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"--grid {path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"--grid {path}: not valid JSON ({err})") from None
-    if not isinstance(grid, dict):
-        raise InputError(f"--grid {path}: expected a JSON object with keys such as datasets, algorithms")
-    grid = {key.replace("-", "_"): value for key, value in grid.items()}
-    unknown = sorted(set(grid) - set(GRID_KEYS))
-    if unknown:
-        raise InputError(f"--grid {path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(GRID_KEYS)}")
-    for key in ("datasets", "algorithms", "multipliers", "k"):
-        if key in grid and not isinstance(grid[key], list):
-            grid[key] = [grid[key]]
-    return grid
-
-
-def grid_from_args(args: argparse.Namespace) -> dict:
-    """Defaults, then the JSON grid, then the flags given on the command line."""
-    grid = dict(DEFAULTS)
-    if args.grid:
-        grid.update(read_grid(args.grid))
-    lists = {"datasets": (str, "--datasets"), "algorithms": (str, "--algorithms"),
-             "multipliers": (float, "--multipliers"), "k": (int, "--k")}
-    for key, (kind, flag) in lists.items():
-        value = getattr(args, key)
-        if value is not None:
-            grid[key] = _split(value, kind, flag)
-    for key in ("rounds", "bits_budget", "tol", "log_every", "workers"):
-        if getattr(args, key) is not None:
-            grid[key] = getattr(args, key)
-    validate_grid(grid)
-    return grid
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate_grid(grid: dict) -> None:
+    """Check a grid once, before anything runs.
+
+    What only a grid has (its data sets, value types from JSON, the bits budget) is checked here; every
+    configuration of the grid is then checked as the run it will be, by `runtime.config.validate_values`,
+    so algorithm names and value ranges are checked in one place for ``run`` and ``sweep`` alike.
+    """
     if not grid.get("datasets"):
         raise InputError("no data sets: give --datasets (or 'datasets' in --grid)")
     for dataset in grid["datasets"]:
         if dataset not in REGISTRY and not Path(dataset).is_file():
             raise InputError(f"data set {dataset!r} is neither a registered name ({', '.join(REGISTRY)}) nor a file")
-    for algorithm in grid["algorithms"]:
-        if algorithm not in METHODS:
-            raise InputError(f"algorithm {algorithm!r} is not known; expected one of {', '.join(METHODS)}")
-        if algorithm == "ef21-sgd":
-            raise InputError("sweep does not run ef21-sgd (it needs --batch-size); run it with `ef21-mpi run`")
+    if "ef21-sgd" in grid["algorithms"]:
+        raise InputError("sweep does not run ef21-sgd (it needs --batch-size); run it with `ef21-mpi run`")
     for m in grid["multipliers"]:
-        if not (isinstance(m, (int, float)) and math.isfinite(m) and m > 0):
-            raise InputError(f"stepsize multiplier {m!r} must be a positive finite number")
+        if not _is_number(m):
+            raise InputError(f"stepsize multiplier {m!r} must be a number")
     for k in grid["k"]:
-        if not (isinstance(k, int) and k >= 1):
-            raise InputError(f"k {k!r} must be a positive integer")
+        if not _is_integer(k):
+            raise InputError(f"k {k!r} must be an integer")
+    for key in ("rounds", "log_every", "workers"):
+        value = grid.get(key)
+        if value is not None and not _is_integer(value):
+            raise InputError(f"{key} must be an integer, got {value!r}")
+    for key in ("tol", "bits_budget"):
+        value = grid.get(key)
+        if value is not None and not _is_number(value):
+            raise InputError(f"{key} must be a number, got {value!r}")
+    if grid.get("rounds") is None and grid.get("bits_budget") is None:
+        raise InputError("give --rounds N (or --bits-budget B, or 'rounds' in --grid)")
+    budget = grid.get("bits_budget")
+    if budget is not None and not (math.isfinite(budget) and budget >= 0):
+        raise InputError(f"bits_budget must be a non-negative number, got {budget!r}")
+    # every configuration as the run it will be (rounds as given: a budget only ever yields rounds >= 1)
+    rounds = grid.get("rounds")
+    for config in expand_grid(grid["datasets"], grid["algorithms"], grid["multipliers"], grid["k"],
+                              1 if rounds is None else rounds, tol=float(grid.get("tol", 0.0)),
+                              log_every=grid.get("log_every", 1), workers=grid.get("workers", 20)):
+        try:
+            validate_values(config.run_config(Path(config.name)))
+        except InputError as err:
+            raise InputError(f"sweep configuration {config.name}: {err}") from None
+    for k in grid["k"]:
         for dataset in grid["datasets"]:
             d = dimension(dataset)
             if d is not None and k > d and set(grid["algorithms"]) != {"gd"}:
                 raise InputError(f"k = {k} exceeds d = {d} of {dataset}")
-    if grid.get("rounds") is None and grid.get("bits_budget") is None:
-        raise InputError("give --rounds N (or --bits-budget B, or 'rounds' in --grid)")
-    for key in ("rounds", "log_every", "workers"):
-        value = grid.get(key)
-        if value is not None and not (isinstance(value, int) and value >= (0 if key == "rounds" else 1)):
-            raise InputError(f"{key} must be a {'non-negative' if key == 'rounds' else 'positive'} integer, "
-                             f"got {value!r}")
-    for key in ("tol", "bits_budget"):
-        value = grid.get(key)
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise InputError(f"{key} must be a non-negative number, got {value!r}")
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    grid = grid_from_args(args)
-    if args.jobs is not None and args.jobs < 1:
-        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.launcher is not None:
-        try:
-            args.launcher.format(**{"n": 1, "n+1": 2})
-        except (KeyError, IndexError, ValueError) as err:
-            raise InputError(f"--launcher {args.launcher!r}: only {{n}} and {{n+1}} may be used ({err})") from None
-    configs = expand_grid(grid["datasets"], grid["algorithms"], grid["multipliers"], grid["k"], grid.get("rounds"),
-                          tol=float(grid["tol"]), bits_budget=grid.get("bits_budget"),
-                          log_every=grid["log_every"], workers=grid["workers"])
-    out_dir = Path(args.out_dir)
-    if args.dry_run:
-        for config in configs:
-            state = log_state(out_dir / config.name, config)
-            print(f"{config.name}  rounds {config.rounds}  [{state}]")
-        print(f"{len(configs)} configurations")
-        return 0
-    try:
-        results = run_sweep(configs, out_dir, jobs=args.jobs, data_dir=args.data_dir, launcher=args.launcher)
-    except KeyboardInterrupt:
-        print("sweep: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    failed = [r for r in results if r.status in ("failed", "interrupted")]
-    for r in failed:
-        print(f"sweep: {r.config.name} {r.status}: {r.message}", file=sys.stderr)
-    return 1 if failed else 0

@@ -4,7 +4,8 @@ Everything in the table is measured in one invocation, and every ratio compares 
 side (the machine is shared and noisy: each in-process figure is measured ``--repeats`` times, interleaved,
 and the table shows medians):
 
-1. the serial backend (EF21, Top-1, a9a, 20 workers, through ``ef21-mpi run`` in this process) against the
+1. the serial backend (EF21, Top-1, a9a, 20 workers, through `runtime.session.run`, as
+   ``ef21-mpi run`` runs it, in this process) against the
    *compute floor*: one ``A x`` plus one ``A^T s`` over the whole data set held as one CSR matrix;
 2. a *naive baseline* written here as a typical research script is: dense shard matrices, a Python loop
    over workers, Top-k by ``np.argsort`` (`ef21_mpi.bench.naive`);
@@ -34,7 +35,8 @@ import numpy as np
 
 from ef21_mpi.bench.naive import N_WORKERS, dense_floor, median_seconds, naive_ef21, naive_shards
 from ef21_mpi.bench.report import format_report, ms
-from ef21_mpi.errors import InputError
+from ef21_mpi.errors import InputError, from_core
+from ef21_mpi.runtime.config import RunConfig
 
 PARTS = {"serial", "mpi", "scale"}
 DEFAULT_DIMS = (10**3, 10**4, 10**5, 10**6)
@@ -76,26 +78,24 @@ def read_log(path: Path) -> dict:
     }
 
 
-def run_args(dataset: str, out: Path, rounds: int, log_every: int, k: int, workers: int = N_WORKERS,
-             data_dir: str | None = None, algorithm: str = "ef21") -> list[str]:
-    """Arguments of ``ef21-mpi run`` for one EF21 Top-k configuration of the bench."""
-    args = ["run", "--backend", "serial", "--workers", str(workers), "--dataset", dataset, "--out", str(out),
-            "--overwrite", "--quiet", "--algorithm", algorithm, "--compressor", "top-k", "--k", str(k),
-            "--rounds", str(rounds), "--log-every", str(log_every)]
-    return args + (["--data-dir", data_dir] if data_dir else [])
+def run_config(dataset: str, out: Path, rounds: int, log_every: int, k: int, workers: int = N_WORKERS,
+               data_dir: str | None = None, algorithm: str = "ef21") -> RunConfig:
+    """One EF21 Top-k configuration of the bench, on the serial backend."""
+    return RunConfig(dataset=dataset, out=str(out), algorithm=algorithm, compressor="top-k", k=k, rounds=rounds,
+                     workers=workers, log_every=log_every, data_dir=data_dir, overwrite=True, quiet=True,
+                     backend="serial")
 
 
-def serial_run(args: list[str]) -> dict:
-    """``ef21-mpi run`` in this process (the package's real serial engine); the figures from its log."""
-    from ef21_mpi.cli.main import main as cli_main
+def serial_run(cfg: RunConfig) -> dict:
+    """One run in this process (the package's real serial engine, as ``ef21-mpi run``); the figures from its log."""
+    from ef21_mpi.runtime.session import run
 
-    out = Path(args[args.index("--out") + 1])
     started = time.perf_counter()
-    rc = cli_main(args)
+    rc = run(cfg)
     total = time.perf_counter() - started
     if rc != 0:
-        raise RuntimeError(f"ef21-mpi {' '.join(args)} exited with status {rc}")
-    return {**read_log(out), "total_s": total}
+        raise RuntimeError(f"the serial run of {cfg.dataset} into {cfg.out} ended with exit status {rc}")
+    return {**read_log(Path(cfg.out)), "total_s": total}
 
 
 # --- MPI launches ----------------------------------------------------------------------------------
@@ -170,9 +170,9 @@ def part_serial_and_naive(opts, workdir: Path) -> dict:
     rows = []
     for repeat in range(opts.repeats):
         floor = compute_floor(ds.A, opts.floor_reps)
-        every = serial_run(run_args(opts.dataset, workdir / "serial-log1.h5", opts.rounds, 1, 1,
+        every = serial_run(run_config(opts.dataset, workdir / "serial-log1.h5", opts.rounds, 1, 1,
                                     data_dir=opts.data_dir))
-        sparse = serial_run(run_args(opts.dataset, workdir / "serial-sparse-log.h5", 2 * opts.rounds,
+        sparse = serial_run(run_config(opts.dataset, workdir / "serial-sparse-log.h5", 2 * opts.rounds,
                                      opts.sparse_log_every, 1, data_dir=opts.data_dir))
         _, _, naive_seconds = naive_ef21(shards, 0.1, every["gamma"], opts.naive_rounds, 1)
         rows.append({"floor": floor, "serial_log1": every["round_seconds"], "serial_sparse": sparse["round_seconds"],
@@ -261,7 +261,7 @@ def part_scale(opts, workdir: Path) -> list[dict]:
         ks = sorted({1, max(d // 1000, 1)})
         runs = []
         for k in ks:
-            serial = serial_run(run_args(str(path), workdir / f"scale-serial-{d}-{k}.h5", opts.scale_rounds,
+            serial = serial_run(run_config(str(path), workdir / f"scale-serial-{d}-{k}.h5", opts.scale_rounds,
                                          opts.scale_log_every, k))
             runs.append({"k": k, "serial": serial, "startup_s": serial["total_s"] - serial["loop_s"]})
         mpi_runs = [{"k": k, "rounds": opts.scale_rounds, "log_every": opts.scale_log_every} for k in ks]
@@ -354,7 +354,7 @@ def cmd_bench(opts: argparse.Namespace) -> int:
     result = {"machine": machine(), "command": " ".join(["ef21-mpi bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"]
               else " ".join(sys.argv), "dataset": opts.dataset, "sparse_log_every": opts.sparse_log_every,
               "scale_ranks": opts.scale_ranks, "scale_log_every": opts.scale_log_every}
-    with tempfile.TemporaryDirectory(prefix="ef21-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ef21-bench-") as tmp, from_core():
         workdir = Path(opts.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         if "serial" in parts:
@@ -372,17 +372,6 @@ def cmd_bench(opts: argparse.Namespace) -> int:
     if opts.json:
         Path(opts.json).write_text(json.dumps(result, indent=1, default=str))
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """``ef21-mpi bench``, and ``ef21-mpi data synth`` (whose data the bench's scale part uses)."""
-    from ef21_mpi.core.synth import register as register_synth
-
-    p = sub.add_parser("bench", help="time per round against this machine's limits, in one table",
-                       description=__doc__.split("\n\n")[0])
-    build_parser(p)
-    p.set_defaults(handler=cmd_bench)
-    register_synth(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

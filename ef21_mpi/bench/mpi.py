@@ -7,7 +7,7 @@ turns an exception on any rank into an abort instead of a hang). In that one lau
    `wire` objects, waited for the same way) with no computation: the broadcast of ``d + 1`` doubles from
    rank 0, then the gather of every worker's ``12 k``-byte slot, timed on rank 0 round by round; then the
    same with the ``d + 2``-double monitoring row that logged rounds append to each slot.
-2. **Real runs**: ``ef21-mpi run`` exactly as a user launches it (`ef21_mpi.cli.main.main` on every rank). The
+2. **Real runs**: what ``ef21-mpi run`` does under ``mpiexec`` (`ef21_mpi.runtime.session.run` on every rank). The
    class method ``WorkerGroup.round`` is wrapped to time each worker's computation (wall and CPU seconds);
    the per-round time comes from the log's ``wall_time``.
 3. **Isolated compute**: after a run, each worker in turn repeats its last round (plain and logged) while
@@ -30,11 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ef21_mpi.cli.main import main as cli_main
 from ef21_mpi.core.compressors import TopK
 from ef21_mpi.core.methods import make_method
+from ef21_mpi.errors import InputError
 from ef21_mpi.runtime import worker as worker_module
+from ef21_mpi.runtime.config import RunConfig
 from ef21_mpi.runtime.logschema import RunLog
+from ef21_mpi.runtime.session import mpi_rank
+from ef21_mpi.runtime.session import run as run_session
 from ef21_mpi.runtime.wire import Slots, rank_workers
 
 
@@ -170,15 +173,22 @@ def isolated_compute(comm, timer: WorkerTimer, repeats: int) -> dict | None:
     return result
 
 
-def run_args(spec: dict, run: dict, out: Path) -> list[str]:
-    args = ["run", "--dataset", spec["dataset"], "--out", str(out), "--overwrite", "--quiet",
-            "--algorithm", run.get("algorithm", "ef21"), "--compressor", "top-k", "--k", str(run["k"]),
-            "--rounds", str(run["rounds"]), "--log-every", str(run["log_every"])]
-    if spec.get("data_dir"):
-        args += ["--data-dir", spec["data_dir"]]
-    if spec.get("workers"):
-        args += ["--workers", str(spec["workers"])]
-    return args
+def run_config(spec: dict, run: dict, out: Path) -> RunConfig:
+    """The configuration of one bench run (EF21 family, Top-k); the backend is chosen by the launch (MPI)."""
+    return RunConfig(dataset=spec["dataset"], out=str(out), algorithm=run.get("algorithm", "ef21"),
+                     compressor="top-k", k=run["k"], rounds=run["rounds"], log_every=run["log_every"],
+                     data_dir=spec.get("data_dir") or None, workers=spec.get("workers") or None, overwrite=True,
+                     quiet=True)
+
+
+def run_exit_code(cfg: RunConfig) -> int:
+    """`runtime.session.run` with the exit code ``ef21-mpi run`` gives: 2 and one message (rank 0) on bad input."""
+    try:
+        return run_session(cfg)
+    except InputError as err:
+        if mpi_rank() == 0:
+            print(f"ef21-mpi: error: {err}", file=sys.stderr)
+        return 2
 
 
 def read_run_log(path: Path, n: int) -> dict:
@@ -218,7 +228,7 @@ def real_run(comm, spec: dict, run: dict, index: int, timer: WorkerTimer) -> dic
         tracemalloc.start(25)
     _quiet_barrier(comm)
     started = time.perf_counter()
-    rc = cli_main(run_args(spec, run, out))
+    rc = run_exit_code(run_config(spec, run, out))
     total = time.perf_counter() - started
     peak_traced = tracemalloc.get_traced_memory()[1] if trace else None
     if trace:

@@ -145,18 +145,6 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     return rows
 
 
-def cli_list(data_dir: str | os.PathLike | None = None) -> int:
-    """``ef21-mpi data list``: print the registered data sets and their local state."""
-    rows = list_datasets(data_dir)
-    print(f"{'name':<10} {'N':>6} {'d':>4}  {'checksum':<8}  path")
-    for r in rows:
-        print(f"{r['name']:<10} {r['N']:>6} {r['d']:>4}  {r['checksum']:<8}  {r['path'] or '-'}")
-    print("searched: " + ", ".join(str(p) for p in data_dirs(data_dir)))
-    if any(r["checksum"] == "missing" for r in rows):
-        print("fetch a missing one with 'ef21-mpi data fetch NAME' (see data/README.md)")
-    return 0
-
-
 def normalise(text: bytes) -> bytes:
     """The canonical byte form the checksums refer to: LF endings, no trailing empty lines, one final LF."""
     return text.replace(b"\r\n", b"\n").rstrip(b"\n") + b"\n"
@@ -211,10 +199,3 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None, timeout: float =
             tmp.unlink()
         raise ValueError(f"cannot write {target}: {err.strerror or err}") from None
     return target
-
-
-def cli_fetch(name: str, data_dir: str | os.PathLike | None = None) -> int:
-    """``ef21-mpi data fetch NAME``: download and verify one data set, print where it went."""
-    path = fetch(name, data_dir)
-    print(f"{name}: {path} (sha256 ok)")
-    return 0

@@ -20,12 +20,10 @@ and the text is written with vectorised integer formatting, so 200k rows at ``d 
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import gzip
 import lzma
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,39 +174,3 @@ def write(data: Synthetic, path: str | os.PathLike) -> Path:
         tmp.unlink(missing_ok=True)
         raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
     return path
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``synth`` under the existing ``data`` command (or a top-level ``data`` command if there is none)."""
-    data_parser = sub.choices.get("data")
-    if data_parser is None:
-        data_parser = sub.add_parser("data", help="data sets")
-        data_parser.add_subparsers(dest="data_command", required=True)
-    data_sub = next(a for a in data_parser._actions if isinstance(a, argparse._SubParsersAction))
-    p = data_sub.add_parser("synth", help="write a synthetic sparse heterogeneous LibSVM data set",
-                            description="Sparse rows with exactly Z features each, generated in --workers blocks "
-                                        "that match the sequential shards and differ in features, values and "
-                                        "labels. Read it back with --dataset FILE.")
-    p.add_argument("--rows", type=int, required=True, help="number of rows N")
-    p.add_argument("--dim", type=int, required=True, help="dimension d")
-    p.add_argument("--nnz-per-row", type=int, default=20, help="features per row Z (default %(default)s)")
-    p.add_argument("--workers", type=int, default=20, help="number of heterogeneous blocks n (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
-    p.add_argument("--out", required=True, help="output file; .bz2, .gz or .xz compresses")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.set_defaults(handler=cmd_synth)
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"--out {out} already exists; pass --overwrite to replace it")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
-    started = time.perf_counter()
-    data = generate(args.rows, args.dim, args.nnz_per_row, args.workers, args.seed)
-    write(data, out)
-    print(f"{out}: {data.A.shape[0]} rows, d = {data.d}, {data.A.nnz} nonzeros, "
-          f"{int((data.y > 0).sum())} positive, {out.stat().st_size / 1e6:.1f} MB "
-          f"in {time.perf_counter() - started:.1f} s")
-    return 0

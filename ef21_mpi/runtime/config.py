@@ -72,6 +72,12 @@ def _choice(value: str, allowed, flag: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Reject everything that can be rejected before any data is read."""
+    validate_values(cfg)
+    check_output_path(cfg.out, cfg.overwrite)
+
+
+def validate_values(cfg: RunConfig) -> None:
+    """The checks of `validate` that do not touch the file system's output side (a sweep checks its grid with them)."""
     _choice(cfg.algorithm, METHODS, "--algorithm")
     _choice(cfg.compressor, COMPRESSORS, "--compressor")
     _choice(cfg.init, INITS, "--init")
@@ -100,7 +106,6 @@ def validate(cfg: RunConfig) -> None:
         raise InputError(f"--x0 {cfg.x0!r}: expected zeros, normal or a path to a .npy file")
     if cfg.x0.endswith(".npy") and not Path(cfg.x0).is_file():
         raise InputError(f"--x0 file not found: {cfg.x0}")
-    check_output_path(cfg.out, cfg.overwrite)
 
 
 def check_output_path(out: str, overwrite: bool) -> None:

@@ -22,7 +22,7 @@ from ef21_mpi.core.datasets import load as load_dataset
 from ef21_mpi.core.methods import METHODS, Method, make_method
 from ef21_mpi.core.problems import Constants, ShardGroup, make_shards, smoothness_constants
 from ef21_mpi.core.stepsizes import Theory, theory
-from ef21_mpi.errors import InputError
+from ef21_mpi.errors import InputError, from_core
 from ef21_mpi.runtime.config import RunConfig
 
 
@@ -85,10 +85,8 @@ def build(cfg: RunConfig, n_workers: int) -> Experiment:
     The second half of the door: what can only be checked against the data. The core's ValueErrors
     (a malformed file, too many workers, ...) become the one-line `InputError` the user sees.
     """
-    try:
+    with from_core():
         return _build(cfg, n_workers)
-    except ValueError as err:
-        raise InputError(str(err)) from None
 
 
 def _build(cfg: RunConfig, n_workers: int) -> Experiment:

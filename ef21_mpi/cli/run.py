@@ -1,0 +1,67 @@
+"""``ef21-mpi run``: one configuration's flags, turned into a `RunConfig` for `runtime.session.run`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ef21_mpi.core.compressors import COMPRESSORS
+from ef21_mpi.core.methods import INITS, METHODS
+from ef21_mpi.core.problems import PROBLEMS
+from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.config import BACKENDS, RunConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run one method on one data set and write its HDF5 log",
+                       description="Run one configuration. Under mpiexec rank 0 is the master and the other "
+                                   "ranks hold the workers (one each by default); otherwise --workers n run in "
+                                   "this process.")
+    d = RunConfig.__dataclass_fields__
+    p.add_argument("--dataset", help="registry name (a9a, w8a, mushrooms, phishing) or a LibSVM file")
+    p.add_argument("--data-dir", help="folder holding the data sets (default: $EF21_DATA_DIR, then data/)")
+    p.add_argument("--out", help="path of the HDF5 run log to write")
+    p.add_argument("--resume", metavar="RUN.h5", help="continue RUN.h5 from its last checkpoint (same launcher "
+                   "or the other backend); flags given with it must agree with the original run")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--algorithm", default=d["algorithm"].default, choices=list(METHODS))
+    p.add_argument("--compressor", default=d["compressor"].default, choices=list(COMPRESSORS))
+    p.add_argument("--k", type=int, default=d["k"].default, help="coordinates kept by top-k / rand-k (default 1)")
+    p.add_argument("--rounds", type=int, default=d["rounds"].default, help="communication rounds after the "
+                   "initialisation (default %(default)s)")
+    p.add_argument("--workers", type=int, default=d["workers"].default,
+                   help="number of workers n (default: 20 in one process; under MPI one per worker rank, "
+                        "or more, spread over the worker ranks in blocks)")
+    p.add_argument("--problem", default=d["problem"].default, choices=list(PROBLEMS))
+    p.add_argument("--lam", type=float, default=d["lam"].default, help="regularisation lambda (default 0.1)")
+    p.add_argument("--init", default=d["init"].default, choices=INITS, help="g_i^0 for EF21/EF21+ (default full)")
+    p.add_argument("--stepsize", type=float, help="absolute stepsize gamma (overrides the multiplier)")
+    p.add_argument("--stepsize-multiplier", type=float, default=1.0, help="gamma = multiplier * gamma_theory")
+    p.add_argument("--x0", default="zeros", help="zeros, normal (from --seed) or PATH.npy")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--tol", type=float, default=0.0, help="stop once grad_norm_sq < tol (status converged)")
+    p.add_argument("--batch-size", type=int, help="EF21-SGD: rows per minibatch (tau)")
+    p.add_argument("--shuffle", action="store_true", help="permute rows (from --seed) before sharding")
+    p.add_argument("--log-every", type=int, default=1, help="log every K-th round (bits stay exact)")
+    p.add_argument("--flush-every", type=int, help="flush the log at least every K logged rows")
+    p.add_argument("--flush-seconds", type=float, default=1.0, help="flush the log about this often (default 1 s)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every K rounds (in addition to --checkpoint-seconds)")
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint about this often (default 60 s)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto: MPI when launched with more than one rank")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(handler=cmd_run)
+    p.set_defaults(defaults={a.dest: a.default for a in p._actions})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ef21_mpi.runtime.resume import ResumeRequest
+    from ef21_mpi.runtime.session import run
+
+    values = {name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)}
+    if args.resume is not None:
+        explicit = {k: v for k, v in values.items() if v != args.defaults.get(k)}
+        return run(None, ResumeRequest(args.resume, explicit))
+    for flag in ("dataset", "out"):
+        if values[flag] is None:
+            raise InputError(f"--{flag} is required (or --resume RUN.h5)")
+    return run(RunConfig(**values))
