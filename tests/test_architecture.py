@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "ef21_mpi"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 MAX_LINES = 400
@@ -111,30 +109,16 @@ def find_cycles() -> list[list[str]]:
     return components
 
 
-#: Cycles that exist and have an owner; each must go, and this list with it (the test fails if one disappears).
-#: runtime.session dispatches to runtime.mpi (`run_mpi`), which reuses the session's master side
-#: (`prepare_master`, `finish`, `resolve_config`): moving that master side to its own runtime module breaks it.
-KNOWN_CYCLES = [["ef21_mpi.runtime.mpi", "ef21_mpi.runtime.session"]]
-
-
 def test_no_import_cycle():
     cycles = find_cycles()
-    new = [c for c in cycles if c not in KNOWN_CYCLES]
-    detail = ["  " + "; ".join(f"{m} -> {', '.join(sorted(GRAPH[m] & set(c)))}" for m in c) for c in new]
-    assert not new, "import cycles (module -> its imports inside the cycle):\n" + "\n".join(detail)
-    gone = [c for c in KNOWN_CYCLES if c not in cycles]
-    assert not gone, f"cycles no longer there, remove them from KNOWN_CYCLES: {gone}"
+    detail = ["  " + "; ".join(f"{m} -> {', '.join(sorted(GRAPH[m] & set(c)))}" for m in c) for c in cycles]
+    assert not cycles, "import cycles (module -> its imports inside the cycle):\n" + "\n".join(detail)
 
 
 def test_core_imports_only_core():
-    bad = edges("core", lambda d: layer(d) != "core" and d != "ef21_mpi.errors")
+    """Not even ef21_mpi.errors: the core raises plain ValueErrors, which the door words for the user."""
+    bad = edges("core", lambda d: layer(d) != "core")
     assert not bad, "core imports from outside core:\n  " + "\n  ".join(bad)
-
-
-@pytest.mark.xfail(strict=True, reason="core still raises InputError; lead converts")
-def test_core_does_not_import_errors():
-    bad = edges("core", lambda d: d == "ef21_mpi.errors")
-    assert not bad, "core should raise ValueError, not import ef21_mpi.errors:\n  " + "\n  ".join(bad)
 
 
 def test_runtime_imports_no_layer_above_it():
