@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from ef21_mpi.analysis.results import BITS_PER_COORDINATE, FINAL_STATUSES, WITH_INITIALISATION, load_run
+from ef21_mpi.analysis.results import BITS_PER_COORDINATE, load_run, method_facts
 from ef21_mpi.core.datasets import REGISTRY
 from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.logschema import FINAL_STATUSES
 
 GRID_KEYS = ("datasets", "algorithms", "multipliers", "k", "rounds", "tol", "bits_budget", "log_every", "workers")
 DEFAULTS = {"algorithms": ["ef", "ef21", "ef21-plus"], "multipliers": [1.0], "k": [1], "tol": 0.0,
@@ -107,7 +108,7 @@ def _rounds(rounds: int | None, bits_budget: float | None, algorithm: str, k: in
             raise InputError("--bits-budget needs the data set's d for GD; give --rounds for unregistered files")
         return rounds
     messages = math.floor(bits_budget / (BITS_PER_COORDINATE * k))
-    by_budget = max(1, messages if algorithm in WITH_INITIALISATION else messages - 1)
+    by_budget = max(1, messages if method_facts(algorithm).initialises else messages - 1)
     return by_budget if rounds is None else min(rounds, by_budget)
 
 
