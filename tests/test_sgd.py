@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import VOLATILE, VOLATILE_ATTRS, read_log
+from helpers import VOLATILE, VOLATILE_ATTRS, read_file, read_log
 
 from ef21_mpi.core.compressors import TopK
 from ef21_mpi.core.methods import make_method
@@ -147,8 +147,8 @@ def test_worker_draws_are_a_function_of_the_seed():
 
 
 def assert_same_log(a: Path, b: Path, attrs_allowed_to_differ: set[str] = frozenset()) -> None:
-    da, aa = read_log(a)
-    db, ab = read_log(b)
+    da, aa = read_file(a)
+    db, ab = read_file(b)
     assert set(da) == set(db)
     for key in set(da) - VOLATILE:
         assert da[key].dtype == db[key].dtype, key

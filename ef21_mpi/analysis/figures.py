@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ef21_mpi.analysis.results import Run, bits_per_worker, label, method_name, multiplier, stepsize_label
+from ef21_mpi.analysis.results import Run, bits_per_worker, label, method_facts, method_name, multiplier, stepsize_label
 from ef21_mpi.errors import InputError
 
 Y_CHOICES = ("grad_norm_sq", "loss", "distortion")
@@ -28,15 +28,9 @@ X_LABELS = {
     ("time", None): "wall time (s)",
 }
 # the paper's colours are not specified; keep each method's colour fixed across panels and figures
-METHOD_COLORS = {"EF21": "C0", "EF21+": "C1", "EF": "C2", "GD": "C3", "DCGD": "C4", "EF21-SGD": "C5"}
-
-
 def method_color(run: Run) -> str | None:
-    """The fixed colour of the run's method, or None for a method without one.
-
-    The one place a method's colour is looked up (so it can come from the method registry instead).
-    """
-    return METHOD_COLORS.get(method_name(run))
+    """The fixed colour of the run's method (from the method registry), or None for a method without one."""
+    return method_facts(str(run.attrs.get("algorithm", "?"))).color
 
 
 def check_output(output: str | os.PathLike, flag: str = "-o") -> None:

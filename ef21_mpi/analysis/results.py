@@ -1,29 +1,46 @@
 """Reading run logs (SPEC 7): load a log, derive bits/n, summarise a run, label it for a legend.
 
 A log on disk is always a complete HDF5 file (the writer renames a fresh snapshot over it), so these
-functions work on a run that is still going: they open the file, read everything, and close it again.
+functions work on a run that is still going. The file is read by `ef21_mpi.runtime.logschema.read_log`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.logschema import COLUMNS, LogData, read_log
 
-FINAL_STATUSES = ("completed", "converged", "diverged")
-# Methods whose row 0 is an initialisation (the workers send g_i^0) rather than a step; for EF, GD and DCGD
-# row 0 already carries the messages of the first step, so the paper's count includes it.
-WITH_INITIALISATION = ("ef21", "ef21-plus", "ef21-sgd")
 BITS_PER_COORDINATE = 32  # the paper's convention (SPEC 7)
 CONVENTIONS = ("paper", "wire")
-_SERIES = ("round", "grad_norm_sq", "loss", "distortion", "wall_time", "bits_up", "coords_up", "bits_down")
+
+
+# --- facts about methods: the one place analysis asks about a method ---------------------------------------
+
+
+@dataclass(frozen=True)
+class UnknownMethod:
+    """The facts of a logged method this version does not know: its own name, no colour, no theorem."""
+
+    display_name: str
+    initialises: bool = False
+    theorems: tuple[str, ...] = ()
+    color: str | None = None
+    compresses: bool = True
+    has_g: bool = False
+
+
+def method_facts(algorithm: str):
+    """The method's class from the registry (``display_name``, ``initialises``, ``theorems``, ``color``)."""
+    return METHODS.get(algorithm) or UnknownMethod(algorithm)
+
+
+# --- one run log in memory ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -53,52 +70,22 @@ class Run:
 
     def series(self, name: str) -> np.ndarray:
         """A per-row column by name (``grad_norm_sq``, ``loss``, ``distortion``, ``loss_gap``, ...)."""
-        if name in _SERIES:
+        if name in COLUMNS:
             return getattr(self, name)
         if name in self.extra:
             return self.extra[name]
         raise InputError(f"{self.path}: the log has no column {name!r}")
 
 
-def _plain(value):
-    """HDF5 attribute values as plain Python values (arrays stay numpy arrays)."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _read(path: Path) -> Run:
-    with h5py.File(path, "r") as f:
-        if "round" not in f or "algorithm" not in f.attrs:
-            raise InputError(f"{path}: not an ef21-mpi run log (no 'round' dataset or 'algorithm' attribute)")
-        attrs = {key: _plain(value) for key, value in f.attrs.items()}
-        arrays = {name: f[name][()] for name in _SERIES if name in f}
-        missing = [name for name in _SERIES if name not in arrays]
-        if missing:
-            raise InputError(f"{path}: run log lacks the dataset(s) {', '.join(missing)}")
-        x_final = f["x_final"][()] if "x_final" in f else np.zeros(0)
-        extra = {name: f[name][()] for name in f if name not in _SERIES and name != "x_final"
-                 and isinstance(f[name], h5py.Dataset) and f[name].shape == arrays["round"].shape}
-    return Run(path, attrs, x_final=x_final, extra=extra, **arrays)
+    @classmethod
+    def from_log(cls, log: LogData) -> Run:
+        x_final = log.x_final if log.x_final is not None else np.zeros(0)
+        return cls(log.path, log.attrs, x_final=x_final, extra=log.extra, **{name: log[name] for name in COLUMNS})
 
 
 def load_run(path: str | Path) -> Run:
     """Read a run log, finished or still being written; InputError if it is missing or not a run log."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        return _read(path)
-    except OSError:
-        time.sleep(0.05)  # the writer may have been renaming a new snapshot over the file: try once more
-    try:
-        return _read(path)
-    except OSError as err:
-        raise InputError(f"{path}: cannot be read as an HDF5 run log ({err})") from None
+    return Run.from_log(read_log(path))
 
 
 def bits_per_worker(run: Run, convention: str = "paper") -> np.ndarray:
@@ -110,7 +97,7 @@ def bits_per_worker(run: Run, convention: str = "paper") -> np.ndarray:
     """
     if convention == "paper":
         per_row = BITS_PER_COORDINATE * run.coords_up.mean(axis=1)
-        if len(per_row) and run.attrs.get("algorithm") in WITH_INITIALISATION:
+        if len(per_row) and method_facts(str(run.attrs.get("algorithm", "?"))).initialises:
             per_row[0] = 0.0
     elif convention == "wire":
         per_row = run.bits_up.mean(axis=1).astype(np.float64)
@@ -120,8 +107,7 @@ def bits_per_worker(run: Run, convention: str = "paper") -> np.ndarray:
 
 
 def method_name(run: Run) -> str:
-    algorithm = str(run.attrs.get("algorithm", "?"))
-    return METHODS[algorithm].display_name if algorithm in METHODS else algorithm
+    return method_facts(str(run.attrs.get("algorithm", "?"))).display_name
 
 
 def compressor_name(run: Run) -> str:

@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from ef21_mpi.analysis.results import BITS_PER_COORDINATE, FINAL_STATUSES, WITH_INITIALISATION, load_run
+from ef21_mpi.analysis.results import BITS_PER_COORDINATE, load_run, method_facts
 from ef21_mpi.core.datasets import REGISTRY
 from ef21_mpi.errors import InputError
 from ef21_mpi.runtime.config import RunConfig, validate_values
+from ef21_mpi.runtime.logschema import FINAL_STATUSES
 
 GRID_KEYS = ("datasets", "algorithms", "multipliers", "k", "rounds", "tol", "bits_budget", "log_every", "workers")
 DEFAULTS = {"algorithms": ["ef", "ef21", "ef21-plus"], "multipliers": [1.0], "k": [1], "tol": 0.0,
@@ -47,7 +48,7 @@ class Config:
         """``a9a__ef21__top-1__x4.h5``; GD, which ignores k, is ``a9a__gd__x4.h5``."""
         stem = Path(self.dataset).name.split(".")[0] if self.dataset not in REGISTRY else self.dataset
         parts = [stem, self.algorithm]
-        if self.algorithm != "gd":
+        if method_facts(self.algorithm).compresses:
             parts.append(f"{self.compressor[:-2]}-{self.k}")
         parts.append(f"x{self.multiplier:g}")
         return "__".join(parts) + ".h5"
@@ -57,7 +58,7 @@ class Config:
         args = ["--dataset", self.dataset, "--algorithm", self.algorithm, "--stepsize-multiplier",
                 repr(float(self.multiplier)), "--rounds", str(self.rounds), "--tol", repr(float(self.tol)),
                 "--log-every", str(self.log_every), "--out", str(out), "--overwrite", "--quiet"]
-        if self.algorithm != "gd":
+        if method_facts(self.algorithm).compresses:
             args += ["--compressor", self.compressor, "--k", str(self.k)]
         if data_dir:
             args += ["--data-dir", str(data_dir)]
@@ -65,7 +66,7 @@ class Config:
 
     def run_config(self, out: Path, data_dir: str | None = None) -> RunConfig:
         """The run this configuration is, as ``ef21-mpi run`` reads `run_args` (GD keeps the default compressor)."""
-        compressed = {} if self.algorithm == "gd" else {"compressor": self.compressor, "k": self.k}
+        compressed = {"compressor": self.compressor, "k": self.k} if method_facts(self.algorithm).compresses else {}
         return RunConfig(dataset=self.dataset, out=str(out), algorithm=self.algorithm,
                          stepsize_multiplier=float(self.multiplier), rounds=self.rounds, tol=float(self.tol),
                          log_every=self.log_every, workers=self.workers, data_dir=data_dir, overwrite=True,
@@ -99,7 +100,7 @@ def expand_grid(datasets: list[str], algorithms: list[str], multipliers: list[fl
     for dataset in datasets:
         d = dimension(dataset)
         for algorithm in algorithms:
-            algorithm_ks = [d] if algorithm == "gd" else list(dict.fromkeys(ks))
+            algorithm_ks = list(dict.fromkeys(ks)) if method_facts(algorithm).compresses else [d]
             for k in algorithm_ks:
                 for m in dict.fromkeys(float(m) for m in multipliers):
                     configs.append(Config(dataset, algorithm, k, m, _rounds(rounds, bits_budget, algorithm, k),
@@ -113,7 +114,7 @@ def _rounds(rounds: int | None, bits_budget: float | None, algorithm: str, k: in
             raise InputError("--bits-budget needs the data set's d for GD; give --rounds for unregistered files")
         return rounds
     messages = math.floor(bits_budget / (BITS_PER_COORDINATE * k))
-    by_budget = max(1, messages if algorithm in WITH_INITIALISATION else messages - 1)
+    by_budget = max(1, messages if method_facts(algorithm).initialises else messages - 1)
     return by_budget if rounds is None else min(rounds, by_budget)
 
 
@@ -273,5 +274,5 @@ def validate_grid(grid: dict) -> None:
     for k in grid["k"]:
         for dataset in grid["datasets"]:
             d = dimension(dataset)
-            if d is not None and k > d and set(grid["algorithms"]) != {"gd"}:
+            if d is not None and k > d and any(method_facts(a).compresses for a in grid["algorithms"]):
                 raise InputError(f"k = {k} exceeds d = {d} of {dataset}")

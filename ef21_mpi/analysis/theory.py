@@ -15,20 +15,20 @@ import math
 import os
 from dataclasses import dataclass
 
-import h5py
 import numpy as np
 
+from ef21_mpi.analysis.results import method_facts
 from ef21_mpi.core import stepsizes
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.logschema import read_log
 
 GAMMA_SLACK = 1e-12  # relative: gamma <= gamma_theory, and logged constants against their recomputation
 BOUND_SLACK = 1e-10  # relative: rounding in the cumulative sums and powers that form the bounds
 ROUNDING = 64 * np.finfo(np.float64).eps  # absolute, times |f|: rounding in the logged losses and f*
 
-#: Methods with ``g_i`` whose ``G^t`` the theorems use. GD is EF21 with the identity compressor
-#: (``g_i^t = grad_i(x^t)``, so ``G^t = 0``); it logs no distortion.
-G_METHODS = ("ef21", "ef21-plus", "ef21-sgd", "gd")
 PL_PROBLEMS = ("least-squares",)
+NEEDED_COLUMNS = ("round", "grad_norm_sq", "loss", "distortion")  # and loss_gap when the log has it
+NEEDED_ATTRS = ("algorithm", "problem", "alpha", "gamma", "gamma_theory", "L", "L_tilde")
 
 
 @dataclass(frozen=True)
@@ -45,36 +45,17 @@ class RunData:
     rows_dropped: int  # rows after a non-finite value (a diverged run)
 
 
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def read_run(path: str | os.PathLike) -> RunData:
     """Read a run log; an unreadable file or a file that is not a run log is an `InputError`."""
-    path = str(path)
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such file")
-    try:
-        with h5py.File(path, "r") as f:
-            missing = [name for name in ("round", "grad_norm_sq", "loss", "distortion") if name not in f]
-            attrs = {key: _plain(value) for key, value in f.attrs.items()}
-            columns = {name: f[name][()] for name in ("round", "grad_norm_sq", "loss", "distortion", "loss_gap")
-                       if name in f}
-    except OSError as err:
-        raise InputError(f"{path}: not a readable HDF5 file ({err})") from None
-    absent = [key for key in ("algorithm", "problem", "alpha", "gamma", "gamma_theory", "L", "L_tilde")
-              if key not in attrs]
-    if missing or absent:
-        raise InputError(f"{path}: not an ef21-mpi run log (missing {', '.join(missing + absent)})")
+    log = read_log(path, need=NEEDED_COLUMNS, need_attrs=NEEDED_ATTRS)
+    path, attrs, columns = str(log.path), log.attrs, log.columns
     if len(columns["round"]) == 0 or columns["round"][0] != 0:
         raise InputError(f"{path}: the log has no row for round 0 (x^0), which both theorems start from")
     finite = np.isfinite(columns["grad_norm_sq"]) & np.isfinite(columns["loss"])
     rows = len(finite) if finite.all() else int(np.argmin(finite))
-    G = np.zeros(rows) if attrs["algorithm"] == "gd" else columns["distortion"][:rows]
+    # GD is EF21 with the identity compressor (g_i^t = grad_i(x^t), so G^t = 0); it logs no distortion.
+    # a method the theorems cover without g_i (GD: EF21 with the identity, g_i^t = grad_i(x^t)) has G^t = 0
+    G = columns["distortion"][:rows] if method_facts(attrs["algorithm"]).has_g else np.zeros(rows)
     gap = columns.get("loss_gap")
     return RunData(path, attrs, columns["round"][:rows], columns["grad_norm_sq"][:rows], columns["loss"][:rows], G,
                    None if gap is None else gap[:rows], len(finite) - rows)
@@ -113,10 +94,20 @@ def constants(attrs: dict) -> dict:
     }
 
 
+def theorem_for(attrs: dict) -> str:
+    """The theorem about the run's problem: 3 on a PL problem, 2 otherwise."""
+    return "3" if attrs["problem"] in PL_PROBLEMS else "2"
+
+
+def covered(attrs: dict) -> bool:
+    """Whether that theorem is about the run's method (EF21, EF21+, GD; EF21-SGD with full batches)."""
+    return theorem_for(attrs) in method_facts(attrs["algorithm"]).theorems
+
+
 def applicability(attrs: dict) -> tuple[bool, str, str | None]:
     """(does a theorem cover this run, what it guarantees ("every run" or "in expectation"), why not / caveat)."""
     algorithm = attrs["algorithm"]
-    if algorithm not in G_METHODS:
+    if not covered(attrs):
         return False, "none", (f"{algorithm} is not covered: Theorems 2 and 3 are about EF21 (and EF21+, and GD as "
                                "EF21 with no compression)")
     if algorithm == "ef21-sgd":
@@ -257,9 +248,9 @@ def theory_report(path: str | os.PathLike, f_inf: float = 0.0, *, curves: bool =
         "applicable": applicable, "guarantee": guarantee, "note": note,
         "theorem": None, "theorem2": None, "theorem3": None, "violation": None,
     }
-    if a["algorithm"] not in G_METHODS:
+    if not covered(a):
         return _plain_tree(report, curves)
-    if a["problem"] in PL_PROBLEMS:
+    if theorem_for(a) == "3":
         if c["mu"] is None or c["f_star"] is None:
             raise InputError(f"{run.path}: a {a['problem']} log without the attributes mu and f_star")
         if not c["mu"] > 0:

@@ -58,13 +58,11 @@ def compute_floor(A, reps: int) -> float:
 
 def read_log(path: Path) -> dict:
     """Seconds per round (median of ``wall_time`` steps over rounds >= 1) and uplink figures from a run log."""
-    import h5py
+    from ef21_mpi.runtime import logschema
 
-    with h5py.File(path, "r") as f:
-        rounds, wall = f["round"][()], f["wall_time"][()]
-        bits_up, coords_up, x_final = f["bits_up"][()], f["coords_up"][()], f["x_final"][()]
-        attrs = {key: f.attrs[key] for key in ("gamma", "status", "d", "L") if key in f.attrs}
-        grad_norm_sq = f["grad_norm_sq"][()]
+    log = logschema.read_log(path, need=("wall_time", "bits_up", "coords_up", "grad_norm_sq", "x_final"))
+    rounds, wall, bits_up, coords_up = log["round"], log["wall_time"], log["bits_up"], log["coords_up"]
+    x_final, grad_norm_sq, attrs = log.x_final, log["grad_norm_sq"], log.attrs
     spent = max(int(rounds[-1] - rounds[0]), 1)
     return {
         "round_seconds": float(np.median(np.diff(wall) / np.diff(rounds))) if rounds.size > 1 else None,

@@ -193,13 +193,12 @@ def run_exit_code(cfg: RunConfig) -> int:
 
 def read_run_log(path: Path, n: int) -> dict:
     """Per-round time (median of wall_time steps, rounds >= 1) and uplink per worker per round from the log."""
-    import h5py
+    from ef21_mpi.runtime import logschema
 
-    with h5py.File(path, "r") as f:
-        rounds, wall = f["round"][()], f["wall_time"][()]
-        bits_up, coords_up = f["bits_up"][()], f["coords_up"][()]
-        status = str(f.attrs.get("status", ""))
-        gamma = float(f.attrs.get("gamma", float("nan")))
+    log = logschema.read_log(path, need=("wall_time", "bits_up", "coords_up"))
+    rounds, wall, bits_up, coords_up = log["round"], log["wall_time"], log["bits_up"], log["coords_up"]
+    status = str(log.attrs.get("status", ""))
+    gamma = float(log.attrs.get("gamma", float("nan")))
     steps = np.diff(rounds)  # row r >= 1 covers rounds (round[r-1], round[r]]; row 0 is the initialisation
     per_round = np.diff(wall) / steps
     spent = max(int(rounds[-1] - rounds[0]), 1)

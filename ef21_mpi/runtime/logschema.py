@@ -1,6 +1,9 @@
-"""The run log (SPEC 7): one HDF5 file per run, written by one process (the serial process or rank 0).
+"""The run log (SPEC 7): its schema, its one writer (`RunLog`) and its one reader (`read_log`, `read_attrs`).
 
-Design: the rows live in memory and every flush writes a complete HDF5 file next to the log and
+Every name, dtype and shape of the log is defined here and nowhere else; the analysis tools, the benchmark,
+``--resume`` and the tests read logs through `read_log` / `read_attrs`, never with h5py by hand.
+
+Writing: the rows live in memory and every flush writes a complete HDF5 file next to the log and
 atomically renames it over the log. So at every instant the file on disk is a closed, consistent HDF5
 file holding every row flushed so far: a reader can follow a run in progress with a plain
 ``h5py.File(path, "r")`` (no SWMR mode, no locking conflicts), and a run killed at any moment (SIGKILL
@@ -17,15 +20,37 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-SERIES = ("grad_norm_sq", "loss", "distortion", "wall_time")
-COUNTS = ("bits_up", "coords_up")
+from ef21_mpi.errors import InputError
+
+# --- the schema (SPEC 7) -------------------------------------------------------------------------------
+
+SERIES = ("grad_norm_sq", "loss", "distortion", "wall_time")  # float64 [R]
+COUNTS = ("bits_up", "coords_up")  # int64 [R, n]
+COLUMNS = ("round", *SERIES, *COUNTS, "bits_down")  # every per-row dataset; row r is round round[r]
+DATASETS = (*COLUMNS, "x_final")  # x_final: float64 [d]
+DTYPES = {"round": np.int64, **dict.fromkeys(SERIES, np.float64), **dict.fromkeys(COUNTS, np.int64),
+          "bits_down": np.int64, "x_final": np.float64}
+#: Optional float64 [R] columns a run may add (``RunLog(extra_series=...)``); readers find any such column by shape.
+EXTRA_SERIES = ("loss_gap",)  # f(x^t) - f*, on problems with a known f* (least squares)
+
+REQUIRED_ATTRS = (
+    "algorithm", "compressor", "k", "alpha", "theta", "beta", "gamma", "gamma_theory", "stepsize_multiplier",
+    "problem", "lam", "dataset", "dataset_sha256", "N", "d", "n_workers", "shard_sizes", "L", "L_i", "L_tilde",
+    "init", "x0", "seed", "rounds_requested", "tol", "backend", "mpi_library", "package_version", "command_line",
+    "status",
+)
+PL_ATTRS = ("mu", "f_star")  # also required when the problem is PL (least squares)
+IDENTITY_ATTRS = ("algorithm",)  # what a reader asks of a file before calling it a run log
 
 STATUSES = ("running", "completed", "converged", "diverged", "interrupted", "failed")
+FINAL_STATUSES = ("completed", "converged", "diverged")  # a run with one of these has nothing left to do
 
 
 def lock_path(path: Path) -> Path:
@@ -57,11 +82,11 @@ class RunLog:
         self.series_names = SERIES + tuple(extra_series)
         self.rows = 0
         self._capacity = 1024
-        self._round = np.zeros(self._capacity, dtype=np.int64)
-        self._bits_down = np.zeros(self._capacity, dtype=np.int64)
-        self._series = {name: np.zeros(self._capacity) for name in self.series_names}
-        self._counts = {name: np.zeros((self._capacity, n), dtype=np.int64) for name in COUNTS}
-        self.x = np.zeros(d)
+        self._round = np.zeros(self._capacity, dtype=DTYPES["round"])
+        self._bits_down = np.zeros(self._capacity, dtype=DTYPES["bits_down"])
+        self._series = {name: np.zeros(self._capacity, dtype=np.float64) for name in self.series_names}
+        self._counts = {name: np.zeros((self._capacity, n), dtype=DTYPES[name]) for name in COUNTS}
+        self.x = np.zeros(d, dtype=DTYPES["x_final"])
         self.flush_seconds = flush_seconds
         self.flush_every = flush_every
         self._last_flush = time.monotonic()
@@ -126,8 +151,10 @@ class RunLog:
     def flush(self, x: np.ndarray, status: str | None = None, **attrs) -> None:
         """Write a complete snapshot and rename it over the log."""
         started = time.monotonic()
-        self.x = np.array(x, dtype=np.float64, copy=True)
+        self.x = np.array(x, dtype=DTYPES["x_final"], copy=True)
         if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"run log status {status!r} is not one of {', '.join(STATUSES)}")
             self.attrs["status"] = status
         self.attrs.update(attrs)
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
@@ -151,3 +178,135 @@ class RunLog:
         self._last_flush = time.monotonic()
         self._last_write_cost = self._last_flush - started
         self._rows_at_flush = self.rows
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogData:
+    """A run log in memory: root attributes as plain Python values, every per-row column, the last iterate."""
+
+    path: Path
+    attrs: dict
+    columns: dict[str, np.ndarray]  # the schema's columns present, then extra [R] series such as loss_gap
+    x_final: np.ndarray | None = None  # None when the file has no x_final
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name == "x_final" and self.x_final is not None:
+            return self.x_final
+        return self.columns[name]
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns["round"])
+
+    @property
+    def extra(self) -> dict[str, np.ndarray]:
+        """The per-row columns the schema does not name (``loss_gap``, ...)."""
+        return {name: values for name, values in self.columns.items() if name not in COLUMNS}
+
+
+def read_log(path: str | os.PathLike, *, need: Sequence[str] = COLUMNS,
+             need_attrs: Sequence[str] = IDENTITY_ATTRS) -> LogData:
+    """Read a run log, finished or still being written.
+
+    ``round`` and the datasets in ``need`` must be present (``x_final`` may be listed), as must the attributes in
+    ``need_attrs``; otherwise, and for a missing or unreadable file, an `InputError` with a one-line message.
+    """
+    return _open(Path(path), lambda f, p: _read(f, p, need, need_attrs))
+
+
+def read_attrs(path: str | os.PathLike, *, need: Sequence[str] = ()) -> dict:
+    """The root attributes of a run log as plain Python values (the datasets are not read)."""
+    return _open(Path(path), lambda f, p: _attributes(f, p, (), need))
+
+
+def plain(value):
+    """An HDF5 attribute value as a plain Python value: bytes decoded, numpy scalars unwrapped, arrays kept."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open(path: Path, read: Callable[[h5py.File, Path], object]):
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            return read(f, path)
+    except OSError:
+        time.sleep(0.05)  # the writer may have been renaming a new snapshot over the file: try once more
+    try:
+        with h5py.File(path, "r") as f:
+            return read(f, path)
+    except OSError as err:
+        reason = " ".join(str(err).split())  # one line, whatever HDF5 says
+        raise InputError(f"{path}: not an HDF5 file, or it cannot be read ({reason})") from None
+
+
+def _attributes(f: h5py.File, path: Path, missing_datasets: Sequence[str], need_attrs: Sequence[str]) -> dict:
+    attrs = {key: plain(value) for key, value in f.attrs.items()}
+    missing_attrs = [key for key in need_attrs if key not in attrs]
+    if missing_datasets or missing_attrs:
+        parts = ([f"datasets {', '.join(missing_datasets)}"] if missing_datasets else []) + (
+            [f"attributes {', '.join(missing_attrs)}"] if missing_attrs else [])
+        raise InputError(f"{path}: not an ef21-mpi run log (missing {'; '.join(parts)})")
+    if "status" in attrs and attrs["status"] not in STATUSES:
+        raise InputError(f"{path}: status {attrs['status']!r} is not one of {', '.join(STATUSES)}")
+    return attrs
+
+
+def _dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset | None:
+    """The dataset ``name`` stored in the file itself; soft and external links are refused, not followed."""
+    link = f.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise InputError(f"{path}: {name} is an HDF5 {type(link).__name__}; a run log's datasets are not links")
+    obj = f[name]
+    return obj if isinstance(obj, h5py.Dataset) else None
+
+
+def _read(f: h5py.File, path: Path, need: Sequence[str], need_attrs: Sequence[str]) -> LogData:
+    found = {name: _dataset(f, path, name) for name in f}
+    found = {name: ds for name, ds in found.items() if ds is not None}
+    attrs = _attributes(f, path, [name for name in dict.fromkeys(("round", *need)) if name not in found], need_attrs)
+    R = found["round"].shape[0] if found["round"].ndim == 1 else -1
+    for name in (name for name in COLUMNS if name in found):
+        ds, ndim, kind = found[name], 2 if name in COUNTS else 1, np.dtype(DTYPES[name]).kind
+        if ds.ndim != ndim or ds.shape[0] != R or ds.dtype.kind != kind:
+            expected = f"{np.dtype(DTYPES[name])} [{'R, n' if ndim == 2 else 'R'}]"
+            raise InputError(f"{path}: dataset {name} is {ds.dtype} {list(ds.shape)}, a run log has {expected} "
+                             f"with R = {max(R, 0)} rows (the length of round)")
+    extra = sorted(name for name, ds in found.items() if name not in DATASETS and ds.shape == (R,))
+    columns = {name: found[name][()] for name in (*COLUMNS, *extra) if name in found}
+    x_final = found["x_final"][()] if "x_final" in found else None
+    return LogData(path, attrs, columns, x_final)
+
+
+def schema_problems(log: LogData) -> list[str]:
+    """Where a log falls short of SPEC 7 in full (exact dtypes and shapes, every required attribute); [] if nowhere.
+
+    The readers ask less of a file (see `read_log`'s ``need``); this is the writer's contract, for the tests.
+    """
+    a = log.attrs
+    problems = [f"no attribute {key}" for key in REQUIRED_ATTRS if key not in a]
+    if a.get("problem") == "least-squares":
+        problems += [f"no attribute {key} (PL problem)" for key in PL_ATTRS if key not in a]
+    n, d, R = a.get("n_workers"), a.get("d"), log.rows
+    shapes = {name: (R, n) if name in COUNTS else (R,) for name in COLUMNS} | {"x_final": (d,)}
+    for name in DATASETS:
+        values = log.x_final if name == "x_final" else log.columns.get(name)
+        if values is None:
+            problems.append(f"no dataset {name}")
+        elif values.dtype != DTYPES[name] or values.shape != shapes[name]:
+            problems.append(f"dataset {name} is {values.dtype} {values.shape}, SPEC 7 says "
+                            f"{np.dtype(DTYPES[name])} {shapes[name]}")
+    problems += [f"extra column {name} is {values.dtype}, not float64"
+                 for name, values in log.extra.items() if values.dtype != np.float64]
+    if a.get("rows", R) != R:
+        problems.append(f"attribute rows = {a['rows']} but the columns have {R} rows")
+    return problems

@@ -6,17 +6,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
-
 from ef21_mpi.core.methods import Method
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime import checkpoint
+from ef21_mpi.runtime import checkpoint, logschema
 from ef21_mpi.runtime.config import RUNTIME_FIELDS, RunConfig
 from ef21_mpi.runtime.experiment import Experiment
-from ef21_mpi.runtime.logschema import RunLog
+from ef21_mpi.runtime.logschema import FINAL_STATUSES, RunLog
 from ef21_mpi.runtime.loop import LoopState, fresh_loop
-
-FINAL_STATUSES = ("completed", "converged", "diverged")
 
 
 @dataclass(frozen=True)
@@ -32,22 +28,18 @@ def _flag(name: str) -> str:
 
 
 def read_attrs(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(f"--resume {path}: no such file")
+    """The attributes of the log to resume; it must hold the run's configuration and status."""
     try:
-        with h5py.File(path, "r") as f:
-            return dict(f.attrs)
-    except OSError as err:
-        raise InputError(f"--resume {path}: not an HDF5 file ({err})") from err
+        return logschema.read_attrs(path, need=("config", "status"))
+    except InputError as err:  # "{path}: no such file", "{path}: not an HDF5 file, ...", "{path}: not an ef21-mpi ..."
+        raise InputError(f"--resume {err}") from None
 
 
 def resume_config(request: ResumeRequest) -> RunConfig:
     """The original run's configuration, with the runtime settings the user gave now."""
     path = Path(request.path)
     attrs = read_attrs(path)
-    if "config" not in attrs or "status" not in attrs:
-        raise InputError(f"--resume {path}: not an ef21-mpi run log (no config/status attributes)")
-    status = str(attrs["status"])
+    status = attrs["status"]
     if status in FINAL_STATUSES:
         raise InputError(f"--resume {path}: the run is already {status}; there is nothing to resume")
     stored = json.loads(attrs["config"])
