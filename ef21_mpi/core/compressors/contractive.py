@@ -1,4 +1,4 @@
-"""Compressors (SPEC 3): values with an ``alpha`` and ``compress(v, rng) -> (indices, values)``.
+"""The contractive compressors of SPEC 3: Top-k, Rand-k (unscaled) and the identity, ``alpha = k/d``.
 
 ``indices`` is ``None`` for a dense message (every coordinate, in order). Sparse messages carry int32
 indices in increasing order, so a message is canonical whatever way it was selected.
@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INDEX_DTYPE = np.int32
-VALUE_DTYPE = np.float64
-
+from ef21_mpi.core.compressors.base import INDEX_DTYPE, VALUE_DTYPE
 
 
 def _top_k_indices(magnitude: np.ndarray, k: int) -> np.ndarray:
@@ -126,32 +124,3 @@ class Identity:
 
     def compress_group(self, V: np.ndarray, rngs=None) -> tuple[None, np.ndarray]:
         return None, np.array(V, dtype=VALUE_DTYPE, copy=True)
-
-
-Compressor = TopK | RandK | Identity
-
-#: The registry: command-line name -> compressor class. Every class takes ``(k, d)`` except `Identity` (``d``).
-COMPRESSORS: dict[str, type] = {"top-k": TopK, "rand-k": RandK, "identity": Identity}
-
-
-def make_compressor(name: str, k: int | None, d: int) -> Compressor:
-    """Build a registered compressor, checking ``1 <= k <= d``; ValueError otherwise."""
-    cls = COMPRESSORS.get(name)
-    if cls is None:
-        raise ValueError(f"unknown compressor {name!r}; expected one of {', '.join(COMPRESSORS)}")
-    if cls is Identity:
-        return Identity(d)
-    if k is None:
-        raise ValueError(f"compressor {name} needs k")
-    if not 1 <= k <= d:
-        raise ValueError(f"k = {k} is out of range for this data set: expected 1 <= k <= d = {d}")
-    return cls(k, d)
-
-
-def densify(indices: np.ndarray | None, values: np.ndarray, d: int) -> np.ndarray:
-    """The dense form ``C(v)`` of a message."""
-    if indices is None:
-        return np.array(values, dtype=VALUE_DTYPE, copy=True)
-    out = np.zeros(d, dtype=VALUE_DTYPE)
-    out[indices] = values
-    return out

@@ -1,0 +1,58 @@
+"""The methods, as state updates for a group of workers and for the master; `METHODS` is the registry.
+
+A new method is one module under ``core/methods/`` (a `Method` subclass stating its facts and its state
+updates) plus one line here.
+"""
+
+from __future__ import annotations
+
+from ef21_mpi.core.compressors import Compressor
+from ef21_mpi.core.methods.base import (
+    INITS,
+    EF21PlusMaster,
+    EF21Workers,
+    EFWorkers,
+    Master,
+    Messages,
+    MessageSpec,
+    Method,
+    Workers,
+    add_messages,
+    subtract_messages,
+    sum_messages,
+)
+from ef21_mpi.core.methods.paper import DCGD, EF, EF21, EF21SGD, GD, EF21Plus
+
+__all__ = [
+    "DCGD",
+    "EF",
+    "EF21",
+    "EF21SGD",
+    "GD",
+    "INITS",
+    "METHODS",
+    "EF21Plus",
+    "EF21PlusMaster",
+    "EF21Workers",
+    "EFWorkers",
+    "Master",
+    "MessageSpec",
+    "Messages",
+    "Method",
+    "Workers",
+    "add_messages",
+    "make_method",
+    "subtract_messages",
+    "sum_messages",
+]
+
+#: The registry: command-line name -> method class.
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (EF21, EF21Plus, EF, GD, DCGD, EF21SGD)}
+
+
+def make_method(name: str, compressor: Compressor, gamma: float, n: int, d: int, init: str = "full") -> Method:
+    """Build a registered method; ValueError for an unknown name."""
+    cls = METHODS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown algorithm {name!r}; expected one of {', '.join(METHODS)}")
+    return cls(compressor, gamma, n, d, init)
