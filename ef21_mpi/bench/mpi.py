@@ -7,9 +7,10 @@ turns an exception on any rank into an abort instead of a hang). In that one lau
    `wire` objects, waited for the same way) with no computation: the broadcast of ``d + 1`` doubles from
    rank 0, then the gather of every worker's ``12 k``-byte slot, timed on rank 0 round by round; then the
    same with the ``d + 2``-double monitoring row that logged rounds append to each slot.
-2. **Real runs**: what ``ef21-mpi run`` does under ``mpiexec`` (`ef21_mpi.runtime.session.run` on every rank). The
-   class method ``WorkerGroup.round`` is wrapped to time each worker's computation (wall and CPU seconds);
-   the per-round time comes from the log's ``wall_time``.
+2. **Real runs**: what ``ef21-mpi run`` does under ``mpiexec`` (`ef21_mpi.runtime.session.run` on every rank), watched
+   through the session's hooks: a wrapper around each rank's worker group times its computation (wall and CPU
+   seconds), a loop observer on rank 0 takes the memory snapshot; the per-round time comes from the log's
+   ``wall_time``.
 3. **Isolated compute**: after a run, each worker in turn repeats its last round (plain and logged) while
    every other rank sleeps: what one round of that worker costs on an otherwise idle core.
 4. Optionally (``"trace": true``) the run is repeated for a few rounds under ``tracemalloc`` on every rank,
@@ -33,10 +34,9 @@ import numpy as np
 from ef21_mpi.core.compressors import TopK
 from ef21_mpi.core.methods import make_method
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime import worker as worker_module
 from ef21_mpi.runtime.config import RunConfig
-from ef21_mpi.runtime.logschema import RunLog
-from ef21_mpi.runtime.session import mpi_rank
+from ef21_mpi.runtime.loop import Observer
+from ef21_mpi.runtime.session import Hooks, mpi_rank
 from ef21_mpi.runtime.session import run as run_session
 from ef21_mpi.runtime.wire import Slots, rank_workers
 
@@ -81,61 +81,58 @@ def communication_floor(comm, d: int, k: int, rounds: int, warmup: int, monitore
 
 
 class WorkerTimer:
-    """Wraps ``WorkerGroup.round`` (a class attribute, so every worker the backend builds is timed)."""
+    """Times each round of the worker group a rank holds (wall and CPU seconds), through the session's
+    ``Hooks.wrap_group``: the runtime builds the group, this wraps it from outside."""
 
     def __init__(self):
         self.calls: list[tuple[int, float, float]] = []  # (t, wall seconds, CPU seconds)
-        self.worker = None
+        self.group = None  # the wrapped group (for `isolated_compute`)
         self.last_x = None
         self.snapshot_at: int | None = None
         self.snapshot = None
-        self._original = worker_module.WorkerGroup.round
 
-    def install(self) -> None:
-        original = self._original
-
-        def timed_round(worker, x, t, *args, **kwargs):
-            wall, cpu = time.perf_counter(), time.thread_time()
-            message = original(worker, x, t, *args, **kwargs)
-            self.calls.append((t, time.perf_counter() - wall, time.thread_time() - cpu))
-            self.worker, self.last_x = worker, x
-            if self.snapshot_at is not None and t == self.snapshot_at and tracemalloc.is_tracing():
-                self.snapshot = tracemalloc.take_snapshot()
-            return message
-
-        worker_module.WorkerGroup.round = timed_round
-
-    def uninstall(self) -> None:
-        worker_module.WorkerGroup.round = self._original
+    def wrap(self, group) -> _TimedGroup:
+        self.group = group
+        return _TimedGroup(group, self)
 
     def reset(self) -> None:
-        self.calls, self.worker, self.last_x, self.snapshot = [], None, None, None
+        self.calls, self.group, self.last_x, self.snapshot = [], None, None, None
 
     def median(self, column: int) -> float | None:
         values = [c[column] for c in self.calls if c[0] >= 1]
         return float(np.median(values)) if values else None
 
 
-class MasterSnapshot:
-    """On rank 0: a ``tracemalloc`` snapshot when the log appends the row of round ``at``."""
+class _TimedGroup:
+    """A worker group whose ``round`` reports to a `WorkerTimer`; everything else is the group's own."""
+
+    def __init__(self, group, timer: WorkerTimer):
+        self._group, self._timer = group, timer
+
+    def __getattr__(self, name):
+        return getattr(self._group, name)
+
+    def round(self, x, t, monitors):
+        timer = self._timer
+        wall, cpu = time.perf_counter(), time.thread_time()
+        msgs = self._group.round(x, t, monitors)
+        timer.calls.append((t, time.perf_counter() - wall, time.thread_time() - cpu))
+        timer.last_x = x
+        if timer.snapshot_at is not None and t == timer.snapshot_at and tracemalloc.is_tracing():
+            timer.snapshot = tracemalloc.take_snapshot()
+        return msgs
+
+
+class MasterSnapshot(Observer):
+    """On rank 0, a loop observer: a ``tracemalloc`` snapshot once the row of round ``at`` is logged."""
 
     def __init__(self, at: int):
         self.at = at
         self.snapshot = None
-        self._original = RunLog.append
 
-    def install(self) -> None:
-        original = self._original
-
-        def append(log, t, *args, **kwargs):
-            original(log, t, *args, **kwargs)
-            if t == self.at and tracemalloc.is_tracing():
-                self.snapshot = tracemalloc.take_snapshot()
-
-        RunLog.append = append
-
-    def uninstall(self) -> None:
-        RunLog.append = self._original
+    def on_row(self, row, loop) -> None:
+        if row.t == self.at and tracemalloc.is_tracing():
+            self.snapshot = tracemalloc.take_snapshot()
 
 
 def large_blocks(snapshot, threshold: int) -> list[dict]:
@@ -159,14 +156,14 @@ def isolated_compute(comm, timer: WorkerTimer, repeats: int) -> dict | None:
     result = None
     for turn in range(1, size):
         _quiet_barrier(comm, poll=0.01)  # the waiting ranks wake rarely, so the measured one has a core
-        if rank == turn and timer.worker is not None and timer.last_x is not None:
+        if rank == turn and timer.group is not None and timer.last_x is not None:
             x = np.array(timer.last_x, copy=True)
             result = {}
-            for name, monitor in (("plain", None), ("logged", np.zeros((timer.worker.m, x.shape[0] + 2)))):
+            for name, monitor in (("plain", None), ("logged", np.zeros((timer.group.m, x.shape[0] + 2)))):
                 times = []
                 for _ in range(repeats):
                     started = time.perf_counter()
-                    timer._original(timer.worker, x, 1, monitor)
+                    timer.group.round(x, 1, monitor)
                     times.append(time.perf_counter() - started)
                 result[name] = float(np.median(times))
     _quiet_barrier(comm, poll=0.01)
@@ -181,10 +178,10 @@ def run_config(spec: dict, run: dict, out: Path) -> RunConfig:
                      quiet=True)
 
 
-def run_exit_code(cfg: RunConfig) -> int:
+def run_exit_code(cfg: RunConfig, hooks: Hooks) -> int:
     """`runtime.session.run` with the exit code ``ef21-mpi run`` gives: 2 and one message (rank 0) on bad input."""
     try:
-        return run_session(cfg)
+        return run_session(cfg, hooks=hooks)
     except InputError as err:
         if mpi_rank() == 0:
             print(f"ef21-mpi: error: {err}", file=sys.stderr)
@@ -223,16 +220,14 @@ def real_run(comm, spec: dict, run: dict, index: int, timer: WorkerTimer) -> dic
     master_snapshot = MasterSnapshot(at=2)
     if trace:
         timer.snapshot_at = 2
-        master_snapshot.install()
         tracemalloc.start(25)
     _quiet_barrier(comm)
     started = time.perf_counter()
-    rc = run_exit_code(run_config(spec, run, out))
+    rc = run_exit_code(run_config(spec, run, out), Hooks(observers=[master_snapshot], wrap_group=timer.wrap))
     total = time.perf_counter() - started
     peak_traced = tracemalloc.get_traced_memory()[1] if trace else None
     if trace:
         tracemalloc.stop()
-        master_snapshot.uninstall()
         timer.snapshot_at = None
     d = spec["dim"]
     threshold = int(0.9 * n * d * 8)
@@ -269,22 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     report = {"library": MPI.Get_library_version().splitlines()[0].strip(), "ranks": comm.Get_size(),
               "mpi4py": __import__("mpi4py").__version__}
     timer = WorkerTimer()
-    timer.install()
     runs = []
-    try:
-        for i, run in enumerate(spec["runs"]):
-            floors = {}
-            if spec.get("floor_rounds") and not run.get("trace"):
-                for name, monitored in (("floor", False), ("floor_logged", True)):
-                    times = communication_floor(comm, spec["dim"], run["k"], spec["floor_rounds"],
-                                                spec.get("warmup", 20), monitored, spec.get("workers"))
-                    floors[name] = float(np.median(times))
-            result = real_run(comm, spec, run, i, timer)
-            if rank == 0:
-                result.update(floors)
-                runs.append(result)
-    finally:
-        timer.uninstall()
+    for i, run in enumerate(spec["runs"]):
+        floors = {}
+        if spec.get("floor_rounds") and not run.get("trace"):
+            for name, monitored in (("floor", False), ("floor_logged", True)):
+                times = communication_floor(comm, spec["dim"], run["k"], spec["floor_rounds"],
+                                            spec.get("warmup", 20), monitored, spec.get("workers"))
+                floors[name] = float(np.median(times))
+        result = real_run(comm, spec, run, i, timer)
+        if rank == 0:
+            result.update(floors)
+            runs.append(result)
     if rank == 0:
         report["runs"] = runs
         Path(spec["out"]).write_text(json.dumps(report))
