@@ -9,6 +9,9 @@ ordinary configuration can trigger it:
 Rank 0 is the master, rank ``i + 1`` is worker ``i``, wherever that worker runs (the serial backend, its
 own MPI rank, or a rank holding a block of workers). ``kill-in-checkpoint``
 (rank 0 only) SIGKILLs the master after the checkpoint of round T is written but before it is renamed.
+
+An armed fault wraps the worker group (or the master's cluster) from outside; when nothing is armed the
+wrappers are not there at all, so the round loop pays nothing for them.
 """
 
 from __future__ import annotations
