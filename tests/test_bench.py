@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -83,7 +84,7 @@ def _mpi_available() -> bool:
 
 
 def test_bench_quick_runs_end_to_end(tmp_path, small_file):
-    parts = "serial,mpi,scale" if _mpi_available() else "serial"
+    parts = "serial,mpi,scale,workers" if _mpi_available() else "serial,workers"
     report = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "ef21_mpi", "bench", "--quick", "--dataset", str(small_file), "--parts", parts,
            "--workdir", str(tmp_path / "work"), "--json", str(report)]
@@ -104,6 +105,14 @@ def test_bench_quick_runs_end_to_end(tmp_path, small_file):
     assert (bits_up[1:] == 96).all()  # every worker, every round after the initialisation: 8 + 4 bytes
     ratio = serial["serial_log1_over_floor"]
     assert np.isfinite(ratio) and min(r["serial_log1"] / r["floor"] for r in serial["per_repeat"]) <= ratio
+    workers = result["workers"]
+    assert [r["n"] for r in workers["rows"] if r["dataset"] == small_file.name] == [2, 4, 8]  # --quick's counts
+    for r in workers["rows"]:
+        stem = Path(r["dataset"]).stem
+        with h5py.File(tmp_path / "work" / f"workers-{stem}-{r['n']}.h5", "r") as f:  # the last repeat's log
+            assert f["bits_up"].shape[1] == r["n"] and f.attrs["n_workers"] == r["n"]
+            assert r["round"] == pytest.approx(float(np.median(np.diff(f["wall_time"][()]) / np.diff(f["round"][()]))))
+    assert workers["peak_rss_mb"] > 10 and "[5] worker count" in table
     if "mpi" in result:
         assert "MPI backend, every round logged" in table
         for mode in ("log1", "sparse"):

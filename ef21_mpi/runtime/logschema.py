@@ -158,7 +158,8 @@ class RunLog:
             self.attrs["status"] = status
         self.attrs.update(attrs)
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        with h5py.File(tmp, "w") as f:
+        # HDF5 >= 1.8 format: attributes past 64 KiB (L_i and shard_sizes of 10^4 workers) go to dense storage
+        with h5py.File(tmp, "w", libver=("v108", "latest")) as f:
             for key, value in self.attrs.items():
                 f.attrs[key] = value
             f.attrs["rows"] = self.rows
