@@ -36,12 +36,14 @@ def png_size(path):
     return matplotlib.image.imread(path).shape[:2]  # (height, width)
 
 
-def test_png_one_panel_per_dataset(logs, tmp_path, capsys):
-    out = tmp_path / "fig.png"
+def test_png_one_panel_per_dataset_and_dpi(logs, tmp_path, capsys):
+    out, half = tmp_path / "fig.png", tmp_path / "half.png"
     assert main(["plot", *map(str, logs), "-o", str(out), "--title", "test"]) == 0
     assert "2 panels" in capsys.readouterr().out
-    width, height = figures.PANEL_SIZE
-    assert png_size(out) == (round((height + 0.4) * figures.DPI), round(2 * width * figures.DPI))
+    assert main(["plot", *map(str, logs), "-o", str(half), "--title", "test", "--dpi", "50"]) == 0
+    height, width = png_size(out)
+    assert png_size(half) == (height // 2, width // 2)  # the same figure at half the resolution
+    assert width > 2 * height  # two panels side by side, and the legend beside them
 
 
 def test_panels_by_multiplier_and_curves(logs):
@@ -114,3 +116,73 @@ def test_each_method_keeps_its_colour(logs):
     for ax in fig.axes:
         for line in ax.lines:
             assert line.get_color() == ("C0" if line.get_label().startswith("EF21") else "C2")
+
+
+def _run(folder, name, *extra):
+    out = folder / f"{name}.h5"
+    assert main(["run", "--dataset", str(folder / "alpha.svm"), "--rounds", "25", "--out", str(out), "--quiet",
+                 "--backend", "serial", *extra]) == 0
+    return load_run(out)
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    """EF21 and EF21+ at 1x and 8x, n = 4; EF21 with n = 5; EF21 with Rand-2 over three seeds."""
+    folder = tmp_path_factory.mktemp("styles")
+    write_libsvm(folder / "alpha.svm", seed=3)
+    runs = {(a, m): _run(folder, f"{a}-{m}", "--algorithm", a, "--stepsize-multiplier", m, "--workers", "4")
+            for a in ("ef21", "ef21-plus") for m in ("1", "8")}
+    runs["n5"] = _run(folder, "n5", "--workers", "5")
+    runs["seeds"] = [_run(folder, f"seed{s}", "--compressor", "rand-k", "--k", "2", "--workers", "4", "--seed", str(s))
+                     for s in range(3)]
+    return runs
+
+
+def test_colour_is_the_method_and_line_style_the_stepsize(varied):
+    runs = [varied[a, m] for a in ("ef21", "ef21-plus") for m in ("1", "8")]
+    fig = figures.make_figure(runs, panels_by="none")
+    lines = fig.axes[0].lines
+    assert [line.get_label() for line in lines] == ["EF21, top-1, 1x", "EF21, top-1, 8x", "EF21+, top-1, 1x",
+                                                    "EF21+, top-1, 8x"]
+    assert [line.get_color() for line in lines] == ["C0", "C0", "C1", "C1"]
+    assert [line.get_linestyle() for line in lines] == ["-", "--", "-", "--"]
+    legend = fig.legends[0]  # one legend for the figure, right of the panels
+    assert [t.get_text() for t in legend.get_texts()] == [line.get_label() for line in lines]
+    fig.canvas.draw()
+    assert legend.get_window_extent().x0 >= fig.axes[0].get_window_extent().x1
+
+
+def test_n_and_backend_enter_the_label_only_when_they_differ(varied):
+    same = figures.make_figure([varied["ef21", "1"], varied["ef21-plus", "1"]], panels_by="none")
+    assert [line.get_label() for line in same.axes[0].lines] == ["EF21, top-1", "EF21+, top-1"]
+    mixed = figures.make_figure([varied["ef21", "1"], varied["n5"]], panels_by="none")
+    assert [line.get_label() for line in mixed.axes[0].lines] == ["EF21, top-1, n=4", "EF21, top-1, n=5"]
+    assert mixed.axes[0].lines[1].get_linestyle() == "--"
+
+
+def test_runs_that_differ_only_by_seed_become_a_median_and_a_band(varied):
+    seeds = varied["seeds"]
+    fig = figures.make_figure(seeds, panels_by="none", x="rounds")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["EF21, rand-2, 3 seeds"]
+    stack = np.stack([r.grad_norm_sq for r in seeds])
+    x, y = ax.lines[0].get_data()
+    np.testing.assert_array_equal(x, np.arange(26))
+    np.testing.assert_array_equal(y, np.median(stack, axis=0))
+    (band,) = ax.collections
+    vertices = band.get_paths()[0].vertices
+    np.testing.assert_allclose(vertices[1:27, 1], stack.min(axis=0))  # lower edge, left to right
+    assert len({float(r.grad_norm_sq[-1]) for r in seeds}) == 3  # the seeds really differ
+    unbanded = figures.make_figure(seeds, panels_by="none", bands=False)
+    assert len(unbanded.axes[0].lines) == 3 and not unbanded.axes[0].collections
+
+
+def test_axis_limits_and_legend_choices(varied, tmp_path):
+    runs = [varied["ef21", "1"], varied["ef21-plus", "1"]]
+    fig = figures.make_figure(runs, xlim=(0, 500), ylim=(1e-6, 1), legend="inside")
+    assert fig.axes[0].get_xlim() == (0, 500) and fig.axes[0].get_ylim() == (1e-6, 1)
+    assert not fig.legends and fig.axes[0].get_legend() is not None
+    assert not figures.make_figure(runs, legend="none").legends
+    out = tmp_path / "lim.png"
+    assert main(["plot", str(runs[0].path), "-o", str(out), "--xlim", ",500", "--ylim", "1e-6,1"]) == 0
+    assert out.exists()

@@ -5,11 +5,21 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ef21_mpi.analysis.results import Run, bits_per_worker, label, method_facts, method_name, multiplier, stepsize_label
+from ef21_mpi.analysis.results import (
+    Run,
+    bits_per_worker,
+    compressor_name,
+    method_facts,
+    method_name,
+    multiplier,
+    stepsize_label,
+)
 from ef21_mpi.errors import InputError
 
 Y_CHOICES = ("grad_norm_sq", "loss", "distortion")
@@ -27,6 +37,12 @@ X_LABELS = {
     ("rounds", None): "communication rounds",
     ("time", None): "wall time (s)",
 }
+LEGEND_CHOICES = ("outside", "inside", "none")
+LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+MARKERS = ("o", "s", "^", "v", "D", "P", "X")
+SPARE_COLORS = tuple(f"C{i}" for i in range(6, 10))
+
+
 # the paper's colours are not specified; keep each method's colour fixed across panels and figures
 def method_color(run: Run) -> str | None:
     """The fixed colour of the run's method (from the method registry), or None for a method without one."""
@@ -85,60 +101,155 @@ def x_values(run: Run, x: str, bits: str) -> np.ndarray:
     return run.wall_time
 
 
+@dataclass(frozen=True)
+class Facet:
+    """A property that can tell plotted runs apart, and how a legend names its value."""
+
+    name: str
+    value: Callable[[Run], object]
+    text: Callable[[object], str]
+
+
+FACETS = (  # in the order they get a line style, then a marker; seeds are drawn as bands instead
+    Facet("compressor", compressor_name, str),
+    Facet("stepsize", stepsize_label, str),
+    Facet("n", lambda r: int(r.attrs.get("n_workers", r.bits_up.shape[1])), lambda v: f"n={v}"),
+    Facet("backend", lambda r: str(r.attrs.get("backend", "?")), str),
+    Facet("x0", lambda r: str(r.attrs.get("x0", "zeros")), lambda v: f"x0={v}"),
+    Facet("lam", lambda r: float(r.attrs.get("lam", float("nan"))), lambda v: f"lam={v:g}"),
+)
+
+
+def _seed(run: Run) -> int:
+    return int(run.attrs.get("seed", 0))
+
+
+@dataclass
+class Curve:
+    """What one legend entry draws: a run, or the median and range of runs that differ only by seed."""
+
+    runs: list[Run]
+    label: str
+    color: str
+    linestyle: object = "-"
+    marker: str | None = None
+
+
+def curves(runs: list[Run], panels_by: str = "none", bands: bool = True) -> list[Curve]:
+    """One curve per run, or per group of runs that differ only by their seed (``bands``); styled so that colour
+    is the method and line style, then marker, the other properties that vary among ``runs``."""
+    skip = {"stepsize"} if panels_by == "multiplier" else set()
+    varying = [f for f in FACETS if f.name not in skip and len({f.value(r) for r in runs}) > 1]
+    with_dataset = panels_by != "dataset" and len({r.attrs.get("dataset") for r in runs}) > 1
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        key = (method_name(run), str(run.attrs.get("dataset")), *(f.value(run) for f in varying))
+        if not bands:
+            key += (_seed(run), str(run.path))
+        groups.setdefault(key, []).append(run)
+    styled = varying[:1], varying[1:2]
+    style_values = [list(dict.fromkeys(f.value(r) for r in runs)) for f in varying[:2]]
+    spare = iter(SPARE_COLORS)
+    colors: dict[str, str] = {}
+    out = []
+    for members in groups.values():
+        first = members[0]
+        name = method_name(first)
+        if name not in colors:
+            colors[name] = method_color(first) or next(spare, "k")
+        shown = compressor_name(first)
+        parts = [name] + ([shown] if shown != "identity" else []) + [f.text(f.value(first)) for f in varying
+                                                                       if f.name != "compressor"]
+        if with_dataset:
+            parts.append(str(first.attrs.get("dataset", "?")))
+        seeds = sorted({_seed(r) for r in members})
+        if len(seeds) > 1:
+            parts.append(f"{len(seeds)} seeds")
+        curve = Curve(members, ", ".join(parts), colors[name])
+        if styled[0]:
+            curve.linestyle = LINE_STYLES[style_values[0].index(styled[0][0].value(first)) % len(LINE_STYLES)]
+        if styled[1]:
+            curve.marker = MARKERS[style_values[1].index(styled[1][0].value(first)) % len(MARKERS)]
+        out.append(curve)
+    return out
+
+
 def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bits: str = "paper",
-                title: str | None = None, panels_by: str = "dataset"):
+                title: str | None = None, panels_by: str = "dataset", legend: str = "outside",
+                xlim: tuple[float | None, float | None] | None = None,
+                ylim: tuple[float | None, float | None] | None = None, dpi: int = DPI, bands: bool = True):
     """A matplotlib Figure (not yet saved) with one axes per panel."""
     Figure, FigureCanvasAgg = matplotlib_figure()
+    from matplotlib.ticker import EngFormatter
+
     panels = group_panels(runs, panels_by)
     ncols = 2 if len(panels) == 4 else min(len(panels), MAX_COLUMNS)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + (0.4 if title else 0.0)), dpi=DPI)
+    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    omit = ("stepsize",) if panels_by == "multiplier" else ()
-    with_dataset = panels_by != "dataset" and len({r.attrs.get("dataset") for r in runs}) > 1
-    one_per_method = all(len({method_name(r) for r in group}) == len(group) for _, group in panels)
-    colors = _colors(runs, omit, with_dataset, one_per_method)
+    same_data = len({r.attrs.get("dataset") for r in runs}) == 1  # panels of one data set compare on one y scale
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=same_data and len(panels) > 1)
+    drawn = curves(runs, panels_by, bands)
+    by_run = {id(r): c for c in drawn for r in c.runs}
     for ax, (panel_title, group) in zip(axes.flat, panels):
+        seen: set[int] = set()
         for run in group:
-            values = run.series(y).astype(np.float64)
-            keep = np.isfinite(values) & (values > 0)
-            if not keep.any():
-                print(f"ef21-mpi plot: {run.path}: no positive finite {y} values to plot", file=sys.stderr)
+            curve = by_run[id(run)]
+            if id(curve) in seen:
                 continue
-            text = label(run, omit, with_dataset) + ("" if run.status != "diverged" else " (diverged)")
-            key = method_name(run) if one_per_method else label(run, omit, with_dataset)
-            ax.plot(x_values(run, x, bits)[keep], values[keep], label=text, color=colors[key], linewidth=1.4)
+            seen.add(id(curve))
+            _draw(ax, curve, [r for r in curve.runs if any(r is g for g in group)], y, x, bits)
         ax.set_yscale("log")
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        if x == "bits":
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M: no offset text to collide with
         ax.set_xlabel(X_LABELS[(x, bits if x == "bits" else None)])
         ax.set_ylabel(Y_LABELS[y])
+        if xlim:
+            ax.set_xlim(*xlim)
+        if ylim:
+            ax.set_ylim(*ylim)
         if panel_title:
             ax.set_title(panel_title)
         ax.grid(True, which="major", alpha=0.3)
-        if ax.lines:
+        if ax.lines and legend == "inside":
             ax.legend(fontsize="small")
     for ax in list(axes.flat)[len(panels):]:
         fig.delaxes(ax)
+    if legend == "outside" and any(ax.lines for ax in fig.axes):
+        handles = {}
+        for ax in fig.axes:
+            for handle, text in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(text, handle)
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+        fig.set_figwidth(fig.get_figwidth() + LEGEND_WIDTH)
     if title:
         fig.suptitle(title)
-    height = fig.get_figheight()
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height) if title else None)  # keep the title clear of the panels
     return fig
 
 
-def _colors(runs: list[Run], omit: tuple[str, ...], with_dataset: bool, one_per_method: bool) -> dict[str, str]:
-    """Fixed colours per method when each panel shows each method once, else one colour per label."""
-    if one_per_method:
-        spare = iter(f"C{i}" for i in range(6, 10))
-        colors: dict[str, str] = {}
-        for run in runs:
-            if method_name(run) not in colors:
-                colors[method_name(run)] = method_color(run) or next(spare, "k")
-        return colors
-    labels = list(dict.fromkeys(label(r, omit, with_dataset) for r in runs))
-    return {text: f"C{i % 10}" for i, text in enumerate(labels)}
+LEGEND_WIDTH = 2.6  # inches added to the right for a legend outside the axes
 
 
-def save(fig, output: Path) -> None:
-    fig.savefig(output, dpi=DPI)
+def _draw(ax, curve: Curve, runs: list[Run], y: str, x: str, bits: str) -> None:
+    """One line (a run), or the median line and the min-max band of runs that differ only by seed."""
+    xs = [x_values(r, x, bits) for r in runs]
+    ys = [r.series(y).astype(np.float64) for r in runs]
+    rows = min(len(v) for v in ys)
+    xv = np.median(np.stack([v[:rows] for v in xs]), axis=0)
+    stack = np.stack([v[:rows] for v in ys])
+    yv = np.median(stack, axis=0) if len(runs) > 1 else stack[0]
+    keep = np.isfinite(yv) & (yv > 0)
+    if not keep.any():
+        print(f"ef21-mpi plot: {runs[0].path}: no positive finite {y} values to plot", file=sys.stderr)
+        return
+    text = curve.label + ("" if all(r.status != "diverged" for r in runs) else " (diverged)")
+    ax.plot(xv[keep], yv[keep], label=text, color=curve.color, linestyle=curve.linestyle, marker=curve.marker,
+            markevery=max(int(keep.sum()) // 8, 1), markersize=4, linewidth=1.4)
+    if len(runs) > 1:
+        low, high = stack.min(axis=0), stack.max(axis=0)
+        band = keep & np.isfinite(low) & np.isfinite(high) & (low > 0)
+        ax.fill_between(xv[band], low[band], high[band], color=curve.color, alpha=0.18, linewidth=0)
+
+
+def save(fig, output: Path, dpi: int | None = None) -> None:
+    fig.savefig(output, dpi=dpi or fig.dpi)
