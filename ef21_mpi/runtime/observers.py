@@ -98,18 +98,29 @@ class Checkpointer(Observer):
 
 
 class Progress(Observer):
-    """A progress line on rank 0: round, grad_norm_sq, bits/n, rounds/s (rewritten in place on a terminal)."""
+    """A progress line on rank 0 (rewritten in place on a terminal): round, grad_norm_sq, bits/n in the paper's
+    convention and on the wire, rounds/s and the time left; the line is final when the loop ends."""
 
-    def __init__(self, total: int, bits_so_far: float = 0.0, interval: float = 0.5):
+    BITS_PER_COORDINATE = 32  # the paper's count (SPEC 7)
+
+    def __init__(self, total: int, initialises: bool, paper_so_far: float = 0.0, wire_so_far: float = 0.0,
+                 interval: float = 0.5, stream=None):
         self.total = total
-        self.bits_so_far = bits_so_far  # mean over workers of the bits already logged (a resumed run)
-        self.interval = interval if sys.stderr.isatty() else max(interval, 5.0)
+        self.initialises = initialises  # row 0 is g_i^0, which the paper does not count
+        self.paper, self.wire = paper_so_far, wire_so_far  # means over workers, from rows already logged
+        self.stream = stream or sys.stderr
+        self.interval = interval if self.stream.isatty() else max(interval, 5.0)
         self._last = 0.0
         self._row: Row | None = None
+        self._first_t: int | None = None
 
     def on_row(self, row: Row, loop: LoopState) -> None:
-        self.bits_so_far += row.bits_up.mean()
+        self.wire += row.bits_up.mean()
+        if not (row.t == 0 and self.initialises):
+            self.paper += self.BITS_PER_COORDINATE * row.coords_up.mean()
         self._row = row
+        if self._first_t is None:
+            self._first_t = row.t
         if row.wall_time - self._last >= self.interval:
             self._show(row.t, row.grad_norm_sq, row.wall_time, final=False)
 
@@ -117,13 +128,26 @@ class Progress(Observer):
         last = self._row.grad_norm_sq if self._row is not None else float("nan")
         self._show(max(loop.t, 0), last, loop.wall_offset, final=True)
 
+    def line(self, t: int, grad_norm_sq: float, elapsed: float, final: bool) -> str:
+        rate = t / elapsed if elapsed > 0 else 0.0
+        left = "" if final or rate <= 0 else f"  {_duration((self.total - t) / rate)} left"
+        return (f"round {t}/{self.total}  grad_norm_sq {grad_norm_sq:.3e}  bits/n {self.paper:,.0f} (paper), "
+                f"{self.wire:,.0f} (wire)  {rate:,.0f} rounds/s{left}")
+
     def _show(self, t: int, grad_norm_sq: float, elapsed: float, final: bool) -> None:
         self._last = elapsed
-        rate = t / elapsed if elapsed > 0 else 0.0
-        line = (f"round {t}/{self.total}  grad_norm_sq {grad_norm_sq:.3e}  bits/n {self.bits_so_far:.3e}"
-                f"  {rate:,.0f} rounds/s")
-        if sys.stderr.isatty():
-            sys.stderr.write("\r" + line + ("\n" if final else ""))
+        text = self.line(t, grad_norm_sq, elapsed, final)
+        if self.stream.isatty():
+            self.stream.write("\r" + text + "\x1b[K" + ("\n" if final else ""))
         else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

@@ -140,13 +140,23 @@ def observers(s: Start, hooks: Hooks) -> list[Observer]:
         ckpt = checkpoint.Checkpoint(loop, worker_states, config, s.exp.dataset.sha256)
         checkpoint.save(ckpt_file, ckpt, before_rename=(lambda: kill(loop.t)) if kill else None)
 
-    bits_so_far = float(log.column("bits_up").sum(axis=0).mean()) if log.rows else 0.0
+    paper, wire = logged_bits(log, s.method.initialises)
     chosen: list[Observer] = [StopSignal(), Checkpointer(save, lambda loop: log.flush(loop.master.x),
                                                           every=cfg.checkpoint_every, seconds=cfg.checkpoint_seconds),
                               LogWriter(log, extra)]
     if not cfg.quiet:
-        chosen.append(Progress(cfg.rounds, bits_so_far))
+        chosen.append(Progress(cfg.rounds, s.method.initialises, paper, wire))
     return chosen + list(hooks.observers)
+
+
+def logged_bits(log: RunLog, initialises: bool) -> tuple[float, float]:
+    """Bits/n already in the log (a resumed run): the paper's count (32 per coordinate, g_i^0 not counted for a
+    method whose row 0 is an initialisation) and the wire's."""
+    if not log.rows:
+        return 0.0, 0.0
+    coords = log.column("coords_up")[1:] if initialises else log.column("coords_up")
+    return float(Progress.BITS_PER_COORDINATE * coords.sum(axis=0).mean()), float(
+        log.column("bits_up").sum(axis=0).mean())
 
 
 def finish(s: Start, outcome: Outcome) -> int:
@@ -157,6 +167,9 @@ def finish(s: Start, outcome: Outcome) -> int:
     if outcome.status in ("completed", "converged", "diverged"):
         checkpoint.checkpoint_path(log.path).unlink(missing_ok=True)  # nothing left to resume
     release(s)
+    if outcome.status in ("completed", "converged") and not s.cfg.quiet:
+        print(f"ef21-mpi: run {outcome.status} after {outcome.rounds_done} rounds; {log.rows} rows in {log.path}",
+              file=sys.stderr)
     if outcome.status in ("diverged", "failed", "interrupted"):
         hint = f"; continue with: ef21-mpi run --resume {log.path}" if outcome.status == "interrupted" else ""
         print(f"ef21-mpi: run {outcome.status} at round {outcome.rounds_done}: {outcome.message}; "
