@@ -64,3 +64,72 @@ def test_bad_input(tmp_path, logs, capsys):
     assert main(["inspect", str(logs[0]), str(tmp_path / "junk.h5")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ef21-mpi: error:") and "junk.h5" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def repeats(tmp_path_factory):
+    """EF21 and EF21+ with Rand-2 over seeds 0..2 (n = 4), and EF21 with n = 5."""
+    folder = tmp_path_factory.mktemp("repeats")
+    write_libsvm(folder / "syn.svm", seed=5)
+    paths = {}
+    for algorithm in ("ef21", "ef21-plus"):
+        for seed in range(3):
+            out = folder / f"{algorithm}-{seed}.h5"
+            assert main(["run", "--dataset", str(folder / "syn.svm"), "--workers", "4", "--rounds", "60",
+                         "--algorithm", algorithm, "--compressor", "rand-k", "--k", "2", "--seed", str(seed),
+                         "--stepsize-multiplier", "4", "--out", str(out), "--quiet", "--backend", "serial"]) == 0
+            paths[algorithm, seed] = out
+    out = folder / "n5.h5"
+    assert main(["run", "--dataset", str(folder / "syn.svm"), "--workers", "5", "--rounds", "60", "--out", str(out),
+                 "--quiet", "--backend", "serial"]) == 0
+    paths["n5"] = out
+    return paths
+
+
+def _table(capsys, *args):
+    assert main(["inspect", *map(str, args)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    return header, [line for line in lines[2:] if not line.startswith("bits/n")]
+
+
+def test_table_shows_n_seed_and_file_only_where_runs_differ(repeats, capsys):
+    header, rows = _table(capsys, repeats["ef21", 1], repeats["n5"])
+    assert header[:6] == ["run", "data", "set", "n", "seed", "file"]
+    assert rows[0].split()[5:8] == ["4", "1", str(repeats["ef21", 1])]
+    assert rows[1].split()[5:8] == ["5", "0", str(repeats["n5"])]
+    header, _ = _table(capsys, repeats["ef21", 0], repeats["ef21-plus", 0])
+    assert header[:4] == ["run", "data", "set", "status"]  # same n, seed, backend: no such columns
+
+
+def test_seeds_fold_into_median_and_range(repeats, capsys):
+    assert main(["inspect", *(str(repeats[a, s]) for a in ("ef21", "ef21-plus") for s in range(3)),
+                 "--seeds", "--json", "--tol", "1e-3"]) == 0
+    folded = json.loads(capsys.readouterr().out)
+    assert [(row["method"], row["seeds"]) for row in folded] == [("EF21", 3), ("EF21+", 3)]
+    for row, algorithm in zip(folded, ("ef21", "ef21-plus")):
+        last = []
+        for seed in range(3):
+            with h5py.File(repeats[algorithm, seed], "r") as f:
+                last.append(float(f["grad_norm_sq"][-1]))
+        assert len(set(last)) == 3  # the seeds really give different runs
+        assert row["grad_norm_sq_last"] == float(np.median(last))
+        assert row["spread"]["grad_norm_sq_last"] == [min(last), max(last)]
+
+
+def test_best_by_method_takes_the_fewest_bits_to_tol_and_sort_orders(repeats, capsys):
+    paths = [repeats[a, s] for a in ("ef21", "ef21-plus") for s in range(3)]
+    assert main(["inspect", *map(str, paths), "--best-by", "method", "--json", "--tol", "1e-3"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    for row, algorithm in zip(best, ("ef21", "ef21-plus")):
+        needed = {}
+        for seed in range(3):  # independent: the first row at or below tol, and the paper's bits/n there
+            with h5py.File(repeats[algorithm, seed], "r") as f:
+                g, coords = f["grad_norm_sq"][()], f["coords_up"][()]
+            hit = np.flatnonzero(g <= 1e-3)
+            if hit.size:
+                needed[seed] = 32 * coords[1:hit[0] + 1].sum(axis=0).mean()
+        assert needed and row["tol_bits_paper"] == pytest.approx(min(needed.values()))
+    assert main(["inspect", *map(str, paths), "--sort", "last", "--json"]) == 0
+    lasts = [row["grad_norm_sq_last"] for row in json.loads(capsys.readouterr().out)]
+    assert lasts == sorted(lasts)
