@@ -95,11 +95,12 @@ def _table(capsys, *args):
 
 def test_table_shows_n_seed_and_file_only_where_runs_differ(repeats, capsys):
     header, rows = _table(capsys, repeats["ef21", 1], repeats["n5"])
-    assert header[:6] == ["run", "data", "set", "n", "seed", "file"]
-    assert rows[0].split()[5:8] == ["4", "1", str(repeats["ef21", 1])]
-    assert rows[1].split()[5:8] == ["5", "0", str(repeats["n5"])]
+    assert header[:6] == ["run", "data", "set", "n", "seed", "status"]
+    assert rows[0].split()[3:6] == ["syn", "4", "1"] and rows[1].split()[3:6] == ["syn", "5", "0"]
     header, _ = _table(capsys, repeats["ef21", 0], repeats["ef21-plus", 0])
     assert header[:4] == ["run", "data", "set", "status"]  # same n, seed, backend: no such columns
+    header, rows = _table(capsys, repeats["ef21", 0], repeats["ef21", 0])  # rows alike but for the file
+    assert header[:4] == ["run", "data", "set", "file"] and rows[0].split()[4] == str(repeats["ef21", 0])
 
 
 def test_seeds_fold_into_median_and_range(repeats, capsys):

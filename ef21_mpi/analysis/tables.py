@@ -33,8 +33,11 @@ def _or_inf(value) -> float:
 
 
 def differing(summaries: Sequence[dict]) -> list[str]:
-    """The `DISTINGUISHING` properties whose values are not all the same."""
-    return [key for key in DISTINGUISHING if len({str(s.get(key)) for s in summaries}) > 1]
+    """The `DISTINGUISHING` properties whose values are not all the same; the file only when the rows would
+    otherwise look alike."""
+    keys = [key for key in DISTINGUISHING if key != "file" and len({str(s.get(key)) for s in summaries}) > 1]
+    shown = [(s["label"], s["dataset"], *(str(s.get(k)) for k in keys)) for s in summaries]
+    return keys + (["file"] if len(set(shown)) < len(shown) else [])
 
 
 def sort(summaries: Sequence[dict], key: str) -> list[dict]:
