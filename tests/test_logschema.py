@@ -145,3 +145,22 @@ def test_resume_words_its_errors_with_the_flag(tmp_path):
     small_log(tmp_path / "noconfig.h5")
     with pytest.raises(InputError, match=r"noconfig\.h5: not an ef21-mpi run log \(missing attributes config\)"):
         resume.read_attrs(tmp_path / "noconfig.h5")
+
+
+def test_netcdf_tools_see_named_dimensions_round_as_coordinate_and_units(tmp_path):
+    """xarray (h5netcdf engine) reads the log with its axes named by the HDF5 dimension scales."""
+    import xarray as xr
+
+    write_pm1_libsvm(tmp_path / "d.svm", N=60, d=7)
+    out = tmp_path / "run.h5"
+    assert main(["run", "--dataset", str(tmp_path / "d.svm"), "--workers", "3", "--rounds", "20", "--log-every", "5",
+                 "--out", str(out), "--quiet", "--backend", "serial", "--problem", "least-squares"]) == 0
+    with xr.open_dataset(out, engine="h5netcdf") as ds, h5py.File(out, "r") as f:
+        assert dict(ds.sizes) == {"round": 5, "worker": 3, "coordinate": 7}
+        assert ds["bits_up"].dims == ("round", "worker") and ds["x_final"].dims == ("coordinate",)
+        for name in ("grad_norm_sq", "loss", "distortion", "wall_time", "bits_down", "loss_gap"):
+            assert ds[name].dims == ("round",)
+        np.testing.assert_array_equal(ds["round"].values, [0, 5, 10, 15, 20])
+        np.testing.assert_array_equal(ds["grad_norm_sq"].values, f["grad_norm_sq"][()])
+        assert ds["wall_time"].attrs["units"] == "s" and ds["bits_up"].attrs["units"] == "bit"
+    assert read_log(out).extra.keys() == {"loss_gap"}  # the axes are not mistaken for per-row series

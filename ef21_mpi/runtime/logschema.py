@@ -35,6 +35,11 @@ SERIES = ("grad_norm_sq", "loss", "distortion", "wall_time")  # float64 [R]
 COUNTS = ("bits_up", "coords_up")  # int64 [R, n]
 COLUMNS = ("round", *SERIES, *COUNTS, "bits_down")  # every per-row dataset; row r is round round[r]
 DATASETS = (*COLUMNS, "x_final")  # x_final: float64 [d]
+#: Dimension scales: the row axis (``round`` itself), the worker axis of ``bits_up``/``coords_up`` and the
+#: coordinate axis of ``x_final``.
+AXES = ("round", "worker", "coordinate")
+UNITS = {"round": "round", "wall_time": "s", "bits_up": "bit", "bits_down": "bit", "coords_up": "coordinate",
+         "grad_norm_sq": "1", "loss": "1", "distortion": "1", "loss_gap": "1"}
 DTYPES = {"round": np.int64, **dict.fromkeys(SERIES, np.float64), **dict.fromkeys(COUNTS, np.int64),
           "bits_down": np.int64, "x_final": np.float64}
 #: Optional float64 [R] columns a run may add (``RunLog(extra_series=...)``); readers find any such column by shape.
@@ -171,6 +176,7 @@ class RunLog:
                 f.create_dataset(name, data=self.column(name))
             f.create_dataset("bits_down", data=self.column("bits_down"))
             f.create_dataset("x_final", data=self.x)
+            label_axes(f, self.series_names, self.n, self.d)
         try:
             os.replace(tmp, self.path)
         except OSError:
@@ -179,6 +185,23 @@ class RunLog:
         self._last_flush = time.monotonic()
         self._last_write_cost = self._last_flush - started
         self._rows_at_flush = self.rows
+
+
+def label_axes(f: h5py.File, series: tuple[str, ...], n: int, d: int) -> None:
+    """Name every axis with an HDF5 dimension scale (``round``, ``worker``, ``coordinate``) and give units, so
+    that netCDF tools (xarray with h5netcdf) see named dimensions with ``round`` as a coordinate."""
+    f.create_dataset("worker", data=np.arange(n, dtype=np.int64))
+    f.create_dataset("coordinate", data=np.arange(d, dtype=np.int64))
+    for axis in AXES:
+        f[axis].make_scale(axis)
+    for name in (*series, *COUNTS, "bits_down"):
+        f[name].dims[0].attach_scale(f["round"])
+    for name in COUNTS:
+        f[name].dims[1].attach_scale(f["worker"])
+    f["x_final"].dims[0].attach_scale(f["coordinate"])
+    for name, unit in UNITS.items():
+        if name in f:
+            f[name].attrs["units"] = unit
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -282,7 +305,7 @@ def _read(f: h5py.File, path: Path, need: Sequence[str], need_attrs: Sequence[st
             expected = f"{np.dtype(DTYPES[name])} [{'R, n' if ndim == 2 else 'R'}]"
             raise InputError(f"{path}: dataset {name} is {ds.dtype} {list(ds.shape)}, a run log has {expected} "
                              f"with R = {max(R, 0)} rows (the length of round)")
-    extra = sorted(name for name, ds in found.items() if name not in DATASETS and ds.shape == (R,))
+    extra = sorted(name for name, ds in found.items() if name not in (*DATASETS, *AXES) and ds.shape == (R,))
     columns = {name: found[name][()] for name in (*COLUMNS, *extra) if name in found}
     x_final = found["x_final"][()] if "x_final" in found else None
     return LogData(path, attrs, columns, x_final)
