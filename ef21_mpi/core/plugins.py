@@ -115,7 +115,7 @@ def check_compressor_spec(value, args: dict) -> None:
         if args:
             raise ValueError(f"{value} takes no --compressor-arg ({', '.join(args)}); they are for plug-in classes")
         return
-    if not isinstance(value, type) and args:
+    if not isinstance(value, str | type) and args:
         raise ValueError(f"{spec_of(value)} is an instance; --compressor-arg ({', '.join(args)}) only applies to a class")
     cls = load_class(value) if isinstance(value, str) else value
     missing = [name for name in ("compress",) if not callable(getattr(cls, name, None))]
