@@ -100,9 +100,11 @@ class Start:
 def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
     """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming.
 
-    If anything fails after the lock is taken, the lock is released before the error goes on.
+    If anything fails after the lock is taken, the lock is released (and its file removed if this call created
+    it; a refused --resume leaves every file as it was) before the error goes on.
     """
     out = Path(cfg.out)
+    existed = lock_path(out).exists()
     try:
         lock = acquire_writer_lock(out)
     except BlockingIOError:
@@ -112,7 +114,8 @@ def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world
     try:
         return _open_log(cfg, exp, backend, mpi_library, world_size, resume, lock)
     except BaseException:
-        lock_path(out).unlink(missing_ok=True)
+        if not existed:
+            lock_path(out).unlink(missing_ok=True)
         lock.close()
         raise
 
