@@ -245,3 +245,18 @@ def test_bad_plugin_specs_are_one_line_errors(case, ranks, tmp_path, data):
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("ef21-mpi: error: ") and fragment in lines[0], lines
     assert not list(folder.iterdir())  # no log, no lock, no temporary file
+
+
+def test_analysis_knows_a_plugin_method_from_its_spec(tmp_path, data, monkeypatch):
+    """The paper's bits convention skips row 0 of a method that initialises: the plug-in's class says so."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from damped_shifts import DampedShifts
+
+    from ef21_mpi.analysis.results import UnknownMethod, bits_per_worker, load_run, method_facts
+
+    assert method_facts("damped_shifts:DampedShifts") is DampedShifts
+    assert method_facts("nowhere_at_all:Method") == UnknownMethod("nowhere_at_all:Method")
+    out = tmp_path / "damped.h5"
+    assert run([*common(data[0]), *DAMPED, "--k", "2"], out).returncode == 0
+    logged = load_run(out)
+    assert bits_per_worker(logged, "paper")[0] == 0.0 and bits_per_worker(logged, "paper")[-1] == 30 * 2 * 32
