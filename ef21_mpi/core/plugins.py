@@ -44,11 +44,13 @@ def spec_of(value) -> str:
 
 
 def args_of(value) -> dict:
-    """The constructor arguments of a compressor instance that is a dataclass (recorded in the log), else ``{}``."""
+    """The scalar constructor arguments of a compressor instance that is a dataclass (recorded in the log, enough
+    to rebuild it from its spec when they are all scalars), else ``{}``."""
     if isinstance(value, type) or not dataclasses.is_dataclass(value):
         return {}
     found = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
-    return {k: v.item() if isinstance(v, np.generic) else v for k, v in found.items()}
+    found = {k: v.item() if isinstance(v, np.generic) else v for k, v in found.items()}
+    return {k: v for k, v in found.items() if isinstance(v, ARG_TYPES)}
 
 
 def load_class(spec: str) -> type:
