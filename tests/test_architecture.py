@@ -1,4 +1,5 @@
-"""The package's layering, read from its source: core <- runtime <- analysis <- cli, bench beside cli.
+"""The package's layering, read from its source: core <- runtime <- analysis <- cli, bench beside cli, and the
+Python API (``ef21_mpi.api``) above runtime and analysis, imported only by the package's ``__init__``.
 
 Every ``import`` and ``from ... import`` anywhere in a module counts, inside functions too (a lazy import is
 still a dependency). Run with ``-s`` to see the graph, one line per module.
@@ -140,6 +141,14 @@ def test_only_cli_imports_bench():
 def test_bench_imports_no_cli():
     bad = edges("bench", lambda d: layer(d) == "cli")
     assert not bad, "bench imports the command line:\n  " + "\n  ".join(bad)
+
+
+def test_api_sits_above_runtime_and_analysis():
+    """``ef21_mpi.api`` may use core, runtime and analysis, never cli or bench; only ``ef21_mpi`` imports it."""
+    bad = edges("api", lambda d: layer(d) in ("cli", "bench"))
+    assert not bad, "the Python API imports cli or bench:\n  " + "\n  ".join(bad)
+    importers = sorted(m for m, deps in GRAPH.items() if "ef21_mpi.api" in deps)
+    assert importers == ["ef21_mpi"], f"only the package's __init__ may import ef21_mpi.api, not {importers}"
 
 
 def test_cli_modules_import_no_other_cli_module():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ef21_mpi.core import plugins
 from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
 from ef21_mpi.runtime.logschema import COLUMNS, LogData, read_log
@@ -36,8 +37,16 @@ class UnknownMethod:
 
 
 def method_facts(algorithm: str):
-    """The method's class from the registry (``display_name``, ``initialises``, ``theorems``, ``color``)."""
-    return METHODS.get(algorithm) or UnknownMethod(algorithm)
+    """The method's class (``display_name``, ``initialises``, ``theorems``, ``color``): from the registry, or the
+    plug-in class a ``package.module:ClassName`` names if it imports here; otherwise only its name is known."""
+    if algorithm in METHODS:
+        return METHODS[algorithm]
+    if plugins.is_spec(algorithm):
+        try:
+            return plugins.resolve_method(algorithm)
+        except ValueError:
+            pass
+    return UnknownMethod(algorithm)
 
 
 # --- one run log in memory ----------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ import os
 import sys
 import traceback
 
-from ef21_mpi import __version__
 from ef21_mpi.cli import bench, data, inspect, plot, run, sweep, theory
 from ef21_mpi.errors import InputError
+from ef21_mpi.version import __version__
 
 #: One module per command, in the order ``--help`` lists them; each has ``register(subparsers)``.
 COMMANDS = (run, data, bench, inspect, plot, sweep, theory)

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import argparse
 
+from ef21_mpi.core import plugins
 from ef21_mpi.core.compressors import COMPRESSORS
 from ef21_mpi.core.methods import INITS, METHODS
 from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime.config import BACKENDS, RunConfig
+from ef21_mpi.runtime.config import BACKENDS, RunConfig, from_options
+
+
+class NamesOrSpec(tuple):
+    """argparse ``choices``: the registry's names, or any ``package.module:ClassName`` (checked at the door)."""
+
+    def __contains__(self, value) -> bool:
+        return plugins.is_spec(value) or tuple.__contains__(self, value)
+
+
+def compressor_args(texts: list[str] | None) -> dict:
+    """``--compressor-arg NAME=VALUE`` (repeatable) as a dict of ints, floats, bools, None or strings."""
+    found = {}
+    for text in texts or ():
+        try:
+            name, value = plugins.parse_arg(text)
+        except ValueError as err:
+            raise InputError(f"--compressor-arg {err}") from None
+        found[name] = value
+    return found
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN.h5", help="continue RUN.h5 from its last checkpoint (same launcher "
                    "or the other backend); flags given with it must agree with the original run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--algorithm", default=d["algorithm"].default, choices=list(METHODS))
-    p.add_argument("--compressor", default=d["compressor"].default, choices=list(COMPRESSORS))
+    p.add_argument("--algorithm", default=d["algorithm"].default, choices=NamesOrSpec(METHODS),
+                   help="a method of the registry, or package.module:ClassName (a Method subclass importable on "
+                        "every rank)")
+    p.add_argument("--compressor", default=d["compressor"].default, choices=NamesOrSpec(COMPRESSORS),
+                   help="a compressor of the registry, or package.module:ClassName (importable on every rank)")
+    p.add_argument("--compressor-arg", action="append", metavar="NAME=VALUE",
+                   help="argument of a plug-in compressor class (repeatable; int, float, true/false or text)")
     p.add_argument("--k", type=int, default=d["k"].default, help="coordinates kept by top-k / rand-k (default 1)")
     p.add_argument("--rounds", type=int, default=d["rounds"].default, help="communication rounds after the "
                    "initialisation (default %(default)s)")
@@ -58,10 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ef21_mpi.runtime.session import run
 
     values = {name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)}
+    explicit = {k: v for k, v in values.items() if v != args.defaults.get(k)}
+    if args.compressor_arg:
+        values["compressor_args"] = explicit["compressor_args"] = compressor_args(args.compressor_arg)
     if args.resume is not None:
-        explicit = {k: v for k, v in values.items() if v != args.defaults.get(k)}
         return run(None, ResumeRequest(args.resume, explicit))
-    for flag in ("dataset", "out"):
-        if values[flag] is None:
-            raise InputError(f"--{flag} is required (or --resume RUN.h5)")
-    return run(RunConfig(**values))
+    return run(from_options(values))

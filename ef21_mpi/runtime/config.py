@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ef21_mpi.core.compressors import COMPRESSORS
-from ef21_mpi.core.methods import INITS, METHODS
+from ef21_mpi.core import plugins
+from ef21_mpi.core.methods import INITS
 from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError
 
@@ -26,8 +27,9 @@ class RunConfig:
 
     dataset: str
     out: str
-    algorithm: str = "ef21"
-    compressor: str = "top-k"
+    algorithm: str | type = "ef21"  # a registry name, package.module:ClassName, or (from Python) a Method subclass
+    compressor: str | object = "top-k"  # a registry name, package.module:ClassName, or a class or instance
+    compressor_args: dict = field(default_factory=dict)  # --compressor-arg NAME=VALUE, for a plug-in class
     k: int | None = 1
     rounds: int = 1000
     workers: int | None = None  # None: SERIAL_WORKERS in one process, one per worker rank under MPI
@@ -52,8 +54,18 @@ class RunConfig:
     quiet: bool = False
 
     def numbers(self) -> dict:
-        """The settings that determine the run's numbers (compared when a run is resumed)."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        """The settings that determine the run's numbers (compared when a run is resumed), as JSON-ready values.
+
+        A class or instance appears as its ``module:Class`` spec (and a dataclass instance's fields as its
+        ``compressor_args``); ``compressor_args`` is left out when empty, as in logs written before plug-ins.
+        """
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUNTIME_FIELDS}
+        values["algorithm"] = plugins.spec_of(self.algorithm)
+        values["compressor"] = plugins.spec_of(self.compressor)
+        values["compressor_args"] = dict(self.compressor_args) or plugins.args_of(self.compressor)
+        if not values["compressor_args"]:
+            del values["compressor_args"]
+        return values
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -63,6 +75,45 @@ class RunConfig:
 def _positive_finite(value: float | None, flag: str) -> None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise InputError(f"{flag} must be a positive finite number, got {value!r}")
+
+
+def from_options(options: dict) -> RunConfig:
+    """A `RunConfig` from option names (the ``run`` flags with ``-`` as ``_``): the CLI's and `simulate`'s one way in.
+
+    TypeError names an unknown option and the valid ones; ``dataset`` and ``out`` are required.
+    """
+    known = RunConfig.field_names()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                        f"valid options: {', '.join(known)}")
+    for name in ("dataset", "out"):
+        if options.get(name) is None:
+            raise InputError(f"--{name} is required (or --resume RUN.h5)")
+    return RunConfig(**options)
+
+
+_PLAIN = {int: "an integer", float: "a number", str: "a string", bool: "True or False", dict: "a dict"}
+
+
+def _is(value, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+def _check_types(cfg: RunConfig) -> None:
+    """Options given from Python have the types the command line would have given them."""
+    hints = typing.get_type_hints(RunConfig)
+    for f in fields(cfg):
+        options = typing.get_args(hints[f.name]) or (hints[f.name],)
+        kinds = [k for k in options if k is not type(None)]
+        value = getattr(cfg, f.name)
+        if any(k not in _PLAIN for k in kinds) or (value is None and type(None) in options):
+            continue  # a class or an instance is checked by the plug-in resolution
+        if not any(_is(value, k) for k in kinds):
+            raise InputError(f"--{f.name.replace('_', '-')} expects {' or '.join(_PLAIN[k] for k in kinds)}, "
+                             f"got {value!r}")
 
 
 def _choice(value: str, allowed, flag: str) -> None:
@@ -78,8 +129,15 @@ def validate(cfg: RunConfig) -> None:
 
 def validate_values(cfg: RunConfig) -> None:
     """The checks of `validate` that do not touch the file system's output side (a sweep checks its grid with them)."""
-    _choice(cfg.algorithm, METHODS, "--algorithm")
-    _choice(cfg.compressor, COMPRESSORS, "--compressor")
+    _check_types(cfg)
+    try:
+        method = plugins.resolve_method(cfg.algorithm)
+    except ValueError as err:
+        raise InputError(f"--algorithm {err}") from None
+    try:
+        plugins.check_compressor_spec(cfg.compressor, cfg.compressor_args)
+    except ValueError as err:
+        raise InputError(f"--compressor {err}") from None
     _choice(cfg.init, INITS, "--init")
     _choice(cfg.problem, PROBLEMS, "--problem")
     _choice(cfg.backend, BACKENDS, "--backend")
@@ -100,7 +158,7 @@ def validate_values(cfg: RunConfig) -> None:
                         ("--batch-size", cfg.batch_size), ("--checkpoint-every", cfg.checkpoint_every)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}")
-    if METHODS[cfg.algorithm].minibatch and cfg.batch_size is None:
+    if method.minibatch and cfg.batch_size is None:
         raise InputError("--algorithm ef21-sgd needs --batch-size TAU (rows per minibatch)")
     if cfg.x0 not in ("zeros", "normal") and not cfg.x0.endswith(".npy"):
         raise InputError(f"--x0 {cfg.x0!r}: expected zeros, normal or a path to a .npy file")

@@ -15,15 +15,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from ef21_mpi import __version__
-from ef21_mpi.core.compressors import COMPRESSORS, Compressor, Identity, make_compressor
+from ef21_mpi.core import plugins
+from ef21_mpi.core.compressors import COMPRESSORS, Compressor, Identity
 from ef21_mpi.core.data import Dataset, shard_bounds
 from ef21_mpi.core.datasets import load as load_dataset
-from ef21_mpi.core.methods import METHODS, Method, make_method
+from ef21_mpi.core.methods import Method
 from ef21_mpi.core.problems import Constants, ShardGroup, make_shards, smoothness_constants
 from ef21_mpi.core.stepsizes import Theory, theory
 from ef21_mpi.errors import InputError, from_core
 from ef21_mpi.runtime.config import RunConfig
+from ef21_mpi.version import __version__
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Experiment:
     compressor: Compressor
     x0: np.ndarray
     seeds: list[np.random.SeedSequence]  # one independent stream per worker
+    method_class: type[Method]  # from the registry or a plug-in (`core.plugins`)
 
     @property
     def n(self) -> int:
@@ -53,7 +55,7 @@ class Experiment:
         return make_shards(self.cfg.problem, [self.shards[i] for i in workers], self.cfg.lam)
 
     def method(self) -> Method:
-        return make_method(self.cfg.algorithm, self.compressor, self.gamma, self.n, self.d, self.cfg.init)
+        return self.method_class(self.compressor, self.gamma, self.n, self.d, self.cfg.init)
 
     def release_data(self) -> None:
         """Drop the rows (the MPI master keeps no shard once the workers have theirs)."""
@@ -101,28 +103,43 @@ def _build(cfg: RunConfig, n_workers: int) -> Experiment:
     if constants.mu is not None and cfg.stepsize is None and not constants.mu > 1e-12 * constants.L:
         raise InputError(f"--problem least-squares: f is not strongly convex on {dataset.name} with --lam {cfg.lam} "
                          f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
-    if METHODS[cfg.algorithm].compresses and COMPRESSORS[cfg.compressor] is not Identity and cfg.k is not None \
-            and not 1 <= cfg.k <= dataset.d:
-        raise InputError(f"--k {cfg.k} is out of range for this data set: expected 1 <= k <= d = {dataset.d}")
-    compressor = (make_compressor(cfg.compressor, cfg.k, dataset.d) if METHODS[cfg.algorithm].compresses
-                  else Identity(dataset.d))
+    method_class = plugins.resolve_method(cfg.algorithm)
+    compressor = make_compressor(cfg, method_class, dataset.d)
     th = theory(compressor.alpha, constants.L, constants.L_tilde, constants.mu)
     gamma = cfg.stepsize if cfg.stepsize is not None else cfg.stepsize_multiplier * th.gamma_theory
-    if METHODS[cfg.algorithm].minibatch:
+    if method_class.minibatch:
         smallest = min(hi - lo for lo, hi in bounds)
         if cfg.batch_size > smallest:
             raise InputError(f"--batch-size {cfg.batch_size} exceeds the smallest shard ({smallest} rows)")
     x0 = make_x0(cfg.x0, dataset.d, master_rng)
-    return Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds)
+    return Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds, method_class)
+
+
+def make_compressor(cfg: RunConfig, method_class: type[Method], d: int) -> Compressor:
+    """The run's compressor (the identity for a method that does not compress), checked against ``d``."""
+    if not method_class.compresses:
+        return Identity(d)
+    builtin = isinstance(cfg.compressor, str) and cfg.compressor in COMPRESSORS
+    if builtin and COMPRESSORS[cfg.compressor] is not Identity and cfg.k is not None and not 1 <= cfg.k <= d:
+        raise InputError(f"--k {cfg.k} is out of range for this data set: expected 1 <= k <= d = {d}")
+    try:
+        compressor = plugins.resolve_compressor(cfg.compressor, cfg.compressor_args, cfg.k, d)
+    except ValueError as err:
+        raise InputError(f"--compressor {err}") from None
+    alpha, omega = plugins.constants(compressor)
+    if alpha is None:  # an unbiased compressor enters the EF21 family scaled by 1/(omega + 1): not wired in yet
+        raise InputError(f"--compressor {plugins.spec_of(cfg.compressor)} states omega = {omega:g} but no alpha; "
+                         "this version runs contractive compressors (give the class an alpha)")
+    return compressor
 
 
 def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: int) -> dict:
     """Root attributes of the run log (SPEC 7)."""
     cfg, c, th = exp.cfg, exp.constants, exp.theory
     attrs = {
-        "algorithm": cfg.algorithm,
-        "compressor": "identity" if isinstance(exp.compressor, Identity) else cfg.compressor,
-        "k": exp.compressor.k,
+        "algorithm": plugins.spec_of(cfg.algorithm),
+        "compressor": "identity" if isinstance(exp.compressor, Identity) else plugins.spec_of(cfg.compressor),
+        "k": int(getattr(exp.compressor, "k", exp.compressor.n_values)),
         "alpha": th.alpha,
         "theta": th.theta,
         "beta": th.beta,
@@ -162,4 +179,9 @@ def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: 
         attrs["f_star"] = c.f_star
     if cfg.batch_size is not None:
         attrs["batch_size"] = cfg.batch_size
+    numbers = cfg.numbers()
+    if "compressor_args" in numbers and not isinstance(exp.compressor, Identity):
+        attrs["compressor_args"] = json.dumps(numbers["compressor_args"], sort_keys=True)
+    if getattr(exp.compressor, "omega", None) is not None:
+        attrs["omega"] = float(exp.compressor.omega)
     return attrs

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ef21_mpi.core.compressors import Compressor
-from ef21_mpi.core.methods import Messages, Method, make_method
+from ef21_mpi.core.methods import Messages, Method
 from ef21_mpi.core.problems import make_shards
 from ef21_mpi.runtime import faults
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
@@ -61,9 +61,13 @@ def library_version() -> str:
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """What every worker rank needs to build its group: the method, the problem, seeds and placement."""
+    """What every worker rank needs to build its group: the method, the problem, seeds and placement.
 
-    algorithm: str
+    The method class and the compressor travel pickled, i.e. by reference for a class: a plug-in's module is
+    imported on every worker rank, which is why it must be importable there.
+    """
+
+    method_class: type[Method]
     compressor: Compressor
     gamma: float
     n: int
@@ -77,7 +81,7 @@ class WorkerJob:
     restore: bool  # worker states follow the shards
 
     def method(self) -> Method:
-        return make_method(self.algorithm, self.compressor, self.gamma, self.n, self.d, self.init)
+        return self.method_class(self.compressor, self.gamma, self.n, self.d, self.init)
 
 
 class MpiCluster:

@@ -98,14 +98,31 @@ class Start:
 
 
 def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
-    """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming."""
+    """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming.
+
+    If anything fails after the lock is taken, the lock is released (and its file removed if this call created
+    it; a refused --resume leaves every file as it was) before the error goes on.
+    """
     out = Path(cfg.out)
+    existed = lock_path(out).exists()
     try:
         lock = acquire_writer_lock(out)
     except BlockingIOError:
         raise InputError(f"{out} is being written by a running job (lock {lock_path(out)} is held)") from None
     except OSError as err:
         raise InputError(f"--out {out}: cannot create files beside it ({err.strerror})") from None
+    try:
+        return _open_log(cfg, exp, backend, mpi_library, world_size, resume, lock)
+    except BaseException:
+        if not existed:
+            lock_path(out).unlink(missing_ok=True)
+        lock.close()
+        raise
+
+
+def _open_log(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool,
+              lock) -> Start:
+    out = Path(cfg.out)
     for stale in out.parent.glob(f".{out.name}*.tmp*"):  # half-written snapshots of a killed writer
         stale.unlink(missing_ok=True)
     attrs = log_attributes(exp, backend, mpi_library, world_size)
@@ -141,12 +158,12 @@ def observers(s: Start, hooks: Hooks) -> list[Observer]:
         checkpoint.save(ckpt_file, ckpt, before_rename=(lambda: kill(loop.t)) if kill else None)
 
     paper, wire = logged_bits(log, s.method.initialises)
-    chosen: list[Observer] = [StopSignal(), Checkpointer(save, lambda loop: log.flush(loop.master.x),
-                                                          every=cfg.checkpoint_every, seconds=cfg.checkpoint_seconds),
+    chosen: list[Observer] = [Checkpointer(save, lambda loop: log.flush(loop.master.x),
+                                           every=cfg.checkpoint_every, seconds=cfg.checkpoint_seconds),
                               LogWriter(log, extra)]
     if not cfg.quiet:
         chosen.append(Progress(cfg.rounds, s.method.initialises, paper, wire))
-    return chosen + list(hooks.observers)
+    return [StopSignal(), *chosen, *hooks.observers]  # the handlers are installed last: nothing can fail after it
 
 
 def logged_bits(log: RunLog, initialises: bool) -> tuple[float, float]:
@@ -162,11 +179,13 @@ def logged_bits(log: RunLog, initialises: bool) -> tuple[float, float]:
 def finish(s: Start, outcome: Outcome) -> int:
     """Write the final status, release the lock and say how the run ended; returns the exit code."""
     log = s.log
-    log.flush(outcome.x, status=outcome.status, rounds_done=outcome.rounds_done,
-              elapsed_seconds=time.time() - s.started)
-    if outcome.status in ("completed", "converged", "diverged"):
-        checkpoint.checkpoint_path(log.path).unlink(missing_ok=True)  # nothing left to resume
-    release(s)
+    try:
+        log.flush(outcome.x, status=outcome.status, rounds_done=outcome.rounds_done,
+                  elapsed_seconds=time.time() - s.started)
+        if outcome.status in ("completed", "converged", "diverged"):
+            checkpoint.checkpoint_path(log.path).unlink(missing_ok=True)  # nothing left to resume
+    finally:
+        release(s)
     if outcome.status in ("completed", "converged") and not s.cfg.quiet:
         print(f"ef21-mpi: run {outcome.status} after {outcome.rounds_done} rounds; {log.rows} rows in {log.path}",
               file=sys.stderr)
@@ -184,32 +203,42 @@ def release(s: Start) -> None:
     s.lock.close()
 
 
+def fail(s: Start) -> None:
+    """Whatever happened after start-up, the log must not claim to be running, and the lock goes."""
+    try:
+        s.log.flush(s.log.x, status="failed")
+    finally:
+        release(s)
+
+
 def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
     cfg = s.cfg
     chosen = observers(s, hooks)
     try:
         return run_rounds(s.method, s.loop, faults.arm_cluster(cluster), cfg.rounds,
                           log_every=cfg.log_every, tol=cfg.tol, observers=chosen)
-    except BaseException:
+    finally:  # the previous signal handlers are back however the loop ended (on_end did it already if it ran)
         for observer in chosen:
             if isinstance(observer, StopSignal):
                 observer.restore()
-        s.log.flush(s.log.x, status="failed")  # whatever happened, the log must not claim to be running
-        release(s)
-        raise
 
 
 def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
     cfg = resolve_workers(cfg, None, resume)
     exp = build(cfg, cfg.workers)
     s = start(cfg, exp, "serial", "", 1, resume)
-    group = WorkerGroup(s.method, exp.make_shards(range(exp.n)), exp.seeds, cfg.batch_size, first=0)
-    if s.worker_states is not None:
-        checkpoint.restore_workers(group.state, s.worker_states)
-    group = faults.arm_group(group)
-    if hooks.wrap_group is not None:
-        group = hooks.wrap_group(group)
-    return finish(s, _loop(s, SerialCluster(group, exp.d), hooks))
+    try:
+        group = WorkerGroup(s.method, exp.make_shards(range(exp.n)), exp.seeds, cfg.batch_size, first=0)
+        if s.worker_states is not None:
+            checkpoint.restore_workers(group.state, s.worker_states)
+        group = faults.arm_group(group)
+        if hooks.wrap_group is not None:
+            group = hooks.wrap_group(group)
+        outcome = _loop(s, SerialCluster(group, exp.d), hooks)
+    except BaseException:
+        fail(s)
+        raise
+    return finish(s, outcome)
 
 
 def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -> int:
@@ -230,15 +259,18 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
         mpi.refuse(comm)
         raise
     ranks = rank_workers(cfg.workers, worker_ranks)
-    job = mpi.WorkerJob(cfg.algorithm, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
+    job = mpi.WorkerJob(exp.method_class, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
                         exp.seeds, ranks, cfg.batch_size, s.worker_states is not None)
-    cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
-    exp.release_data()  # the master keeps no shard and no data set
     try:
+        cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
+        exp.release_data()  # the master keeps no shard and no data set
         outcome = _loop(s, cluster, hooks)
-    except Exception as err:  # noqa: BLE001 -- the log is marked failed; abort the job rather than hang it
-        print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
-        comm.Abort(1)
+    except BaseException as err:
+        fail(s)
+        if isinstance(err, Exception):  # the log is marked failed; abort the job rather than hang it
+            print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
+            comm.Abort(1)
+        raise
     cluster.stop()
     return finish(s, outcome)
 

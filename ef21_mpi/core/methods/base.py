@@ -116,6 +116,23 @@ def row_norms_sq(V: np.ndarray) -> np.ndarray:
     return np.array([float(v @ v) for v in V])
 
 
+def sends_indices(compressor) -> bool:
+    """Whether a compressor's messages carry indices: all but the identity and plug-ins that say ``dense = True``."""
+    return not (isinstance(compressor, Identity) or getattr(compressor, "dense", False))
+
+
+def compress_rows(compressor, V: np.ndarray, rngs) -> tuple[np.ndarray | None, np.ndarray]:
+    """``compress_group`` for a compressor without one: ``compress(V[j], rngs[j])`` row by row, stacked."""
+    m, n_values = len(V), compressor.n_values
+    values = np.empty((m, n_values), dtype=VALUE_DTYPE)
+    indices = np.empty((m, n_values), dtype=INDEX_DTYPE) if sends_indices(compressor) else None
+    for j in range(m):
+        idx, values[j] = compressor.compress(V[j], rngs[j])
+        if indices is not None:
+            indices[j] = idx
+    return indices, values
+
+
 class Method:
     """Shared shape of every method; a subclass states its facts and fills in its state updates."""
 
@@ -137,7 +154,7 @@ class Method:
 
     # -- wire layout --------------------------------------------------------------------------
     def compressed_spec(self) -> MessageSpec:
-        return MessageSpec(self.compressor.n_values, not isinstance(self.compressor, Identity))
+        return MessageSpec(self.compressor.n_values, sends_indices(self.compressor))
 
     def message_spec(self, t: int) -> MessageSpec:
         return self.compressed_spec()
@@ -147,7 +164,11 @@ class Method:
         return Workers(rngs=list(rngs))
 
     def compress(self, V: np.ndarray, state: Workers) -> Messages:
-        indices, values = self.compressor.compress_group(V, state.rngs)
+        """The compressed rows of ``V``, row ``j`` with worker ``j``'s generator (plug-ins may omit compress_group)."""
+        if hasattr(self.compressor, "compress_group"):
+            indices, values = self.compressor.compress_group(V, state.rngs)
+        else:
+            indices, values = compress_rows(self.compressor, V, state.rngs)
         return Messages(indices, values)
 
     def worker_step(self, state: Workers, grads: np.ndarray, t: int) -> Messages:
