@@ -10,13 +10,21 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from ef21_mpi import __version__
-from ef21_mpi.core.compressors import COMPRESSORS, Compressor, Identity, make_compressor
+from ef21_mpi.core.compressors import (
+    COMPRESSORS,
+    PARAMETERS,
+    Compressor,
+    Identity,
+    as_contractive,
+    is_unbiased,
+    make_compressor,
+)
 from ef21_mpi.core.data import Dataset, shard_bounds
 from ef21_mpi.core.datasets import load as load_dataset
 from ef21_mpi.core.methods import METHODS, Method, make_method
@@ -39,6 +47,7 @@ class Experiment:
     compressor: Compressor
     x0: np.ndarray
     seeds: list[np.random.SeedSequence]  # one independent stream per worker
+    options: dict = field(default_factory=dict)  # the method's own settings (`Method.options`)
 
     @property
     def n(self) -> int:
@@ -53,7 +62,8 @@ class Experiment:
         return make_shards(self.cfg.problem, [self.shards[i] for i in workers], self.cfg.lam)
 
     def method(self) -> Method:
-        return make_method(self.cfg.algorithm, self.compressor, self.gamma, self.n, self.d, self.cfg.init)
+        return make_method(self.cfg.algorithm, self.compressor, self.gamma, self.n, self.d, self.cfg.init,
+                           **self.options)
 
     def release_data(self) -> None:
         """Drop the rows (the MPI master keeps no shard once the workers have theirs)."""
@@ -101,19 +111,25 @@ def _build(cfg: RunConfig, n_workers: int) -> Experiment:
     if constants.mu is not None and cfg.stepsize is None and not constants.mu > 1e-12 * constants.L:
         raise InputError(f"--problem least-squares: f is not strongly convex on {dataset.name} with --lam {cfg.lam} "
                          f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
-    if METHODS[cfg.algorithm].compresses and COMPRESSORS[cfg.compressor] is not Identity and cfg.k is not None \
+    cls = METHODS[cfg.algorithm]
+    if cls.compresses and "k" in PARAMETERS[COMPRESSORS[cfg.compressor]] and cfg.k is not None \
             and not 1 <= cfg.k <= dataset.d:
         raise InputError(f"--k {cfg.k} is out of range for this data set: expected 1 <= k <= d = {dataset.d}")
-    compressor = (make_compressor(cfg.compressor, cfg.k, dataset.d) if METHODS[cfg.algorithm].compresses
+    compressor = (make_compressor(cfg.compressor, cfg.k, dataset.d, cfg.levels) if cls.compresses
                   else Identity(dataset.d))
-    th = theory(compressor.alpha, constants.L, constants.L_tilde, constants.mu)
+    th = theory(as_contractive(compressor).alpha, constants.L, constants.L_tilde, constants.mu)  # alpha = 1/(omega+1)
     gamma = cfg.stepsize if cfg.stepsize is not None else cfg.stepsize_multiplier * th.gamma_theory
     if METHODS[cfg.algorithm].minibatch:
         smallest = min(hi - lo for lo, hi in bounds)
         if cfg.batch_size > smallest:
             raise InputError(f"--batch-size {cfg.batch_size} exceeds the smallest shard ({smallest} rows)")
     x0 = make_x0(cfg.x0, dataset.d, master_rng)
-    return Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds)
+    # the master's own random choices in the round loop (EF21-PP's S^t, EF21-BC's C_M): a child of its seed
+    options = {"participation": cfg.participation, "down_compressor": cfg.down_compressor, "down_k": cfg.down_k,
+               "momentum": cfg.momentum, "levels": cfg.levels, "master_seed": master_seed.spawn(1)[0]}
+    exp = Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds, options)
+    exp.method()  # an option that only the data can refute (round(p n) = 0, --down-k > d) fails here
+    return exp
 
 
 def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: int) -> dict:
@@ -162,4 +178,14 @@ def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: 
         attrs["f_star"] = c.f_star
     if cfg.batch_size is not None:
         attrs["batch_size"] = cfg.batch_size
+    theorem = "3" if c.mu is not None else "2"
+    cls = METHODS[cfg.algorithm]
+    # "theorem-2": gamma_theory is the method's own theorem; "ef21-theorem-2": EF21's, borrowed (SPEC 8)
+    attrs["stepsize_rule"] = f"theorem-{theorem}" if theorem in cls.theorems else f"ef21-theorem-{theorem}"
+    if is_unbiased(exp.compressor):
+        attrs["omega"] = exp.compressor.omega
+        attrs["compressor_scaling"] = 1.0 / (exp.compressor.omega + 1.0) if cls.contractive else 1.0
+    for name in ("participation", "down_compressor", "down_k", "momentum", "levels"):
+        if getattr(cfg, name) is not None:
+            attrs[name] = getattr(cfg, name)
     return attrs

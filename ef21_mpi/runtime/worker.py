@@ -65,12 +65,15 @@ class WorkerGroup:
             used[j] = full[j] if whole[j] else self.shards.minibatch_grad(x, r, worker=j)
         return used, full, losses
 
-    def round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
-        """The group's messages for round ``t``; ``monitors`` (m x (d + 2)) is filled when given.
+    def round(self, down: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
+        """The group's messages for round ``t`` given the master's broadcast ``down`` (its bytes, or ``x^t`` itself
+        for methods that broadcast ``x``); ``monitors`` (m x (d + 2)) is filled when given.
 
         Any error becomes `WorkerFailed` naming the group.
         """
         try:
+            x = self.method.receive(self.state, np.ascontiguousarray(down).view(np.uint8), t,
+                                    range(self.first, self.first + self.m))
             return self._round(x, t, monitors)
         except WorkerFailed:
             raise
