@@ -135,6 +135,7 @@ class Method:
     initialises = False  # row 0 of the log is an initialisation (g_i^0), not a step
     theorems: tuple[str, ...] = ()  # the paper's theorems that speak about it
     minibatch = False  # workers use minibatch gradients (--batch-size)
+    full_gradient_init = False  # a minibatch method whose round 0 uses full gradients (g_i^0 = grad_i(x^0))
     compresses = True  # False: always sends dense, whatever compressor is named
     contractive = True  # needs a contractive compressor: an unbiased Q is used as Q / (omega + 1)
     has_g = False  # keeps g_i, so G^t (the log's "distortion") is defined

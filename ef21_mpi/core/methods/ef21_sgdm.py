@@ -1,6 +1,6 @@
 """EF21-SGDM, momentum on the workers (Fatkhullin, Tyurin, Richtárik 2023; SPEC 8).
 
-Each worker keeps ``v_i`` (``v_i^0 = g_i^0``); round t: ``x^{t+1} = x^t - gamma g^t``;
+Each worker keeps ``v_i`` (``v_i^0 = g_i^0``, the full gradient under ``--init full``); round t: ``x^{t+1} = x^t - gamma g^t``;
 ``v_i^{t+1} = (1 - eta) v_i^t + eta grad_i(x^{t+1}; B_i^t)`` with a fresh minibatch ``B_i^t`` of ``tau`` rows
 (as EF21-SGD); ``c_i = C(v_i^{t+1} - g_i^t)``, ``g_i += c_i``; the master as EF21. ``eta = 1`` with full
 batches is EF21.
@@ -24,7 +24,7 @@ class SGDMWorkers(EF21Workers):
 class EF21SGDM(EF21):
     name, display_name, color = "ef21-sgdm", "EF21-SGDM", "C7"
     theorems = ()
-    minibatch = True
+    minibatch, full_gradient_init = True, True  # SPEC 8: starts like EF21, g_i^0 = v_i^0 = grad_i(x^0)
     options = required = ("momentum",)
 
     @classmethod
