@@ -32,7 +32,7 @@ def test_mpi_equals_serial_bit_for_bit(name, workers, tmp_path):
     mpi = ef21([*common, "--out", str(tmp_path / "m.h5")], ranks=5)
     assert mpi.returncode == 0, mpi.stderr
     assert_same_log(tmp_path / "s.h5", tmp_path / "m.h5")
-    logged, attrs = read_log(tmp_path / "m.h5")
+    _, attrs = read_log(tmp_path / "m.h5")
     assert attrs["backend"] == "mpi" and attrs["n_workers"] == workers and attrs["status"] == "completed"
 
 
