@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a compressor of the registry, or package.module:ClassName (importable on every rank)")
     p.add_argument("--compressor-arg", action="append", metavar="NAME=VALUE",
                    help="argument of a plug-in compressor class (repeatable; int, float, true/false or text)")
-    p.add_argument("--k", type=int, default=d["k"].default, help="coordinates kept by top-k / rand-k (default 1)")
+    p.add_argument("--k", type=int, default=d["k"].default, help="coordinates kept by top-k / rand-k / rand-k-unbiased (default 1)")
     p.add_argument("--rounds", type=int, default=d["rounds"].default, help="communication rounds after the "
                    "initialisation (default %(default)s)")
     p.add_argument("--workers", type=int, default=d["workers"].default,
@@ -64,7 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--x0", default="zeros", help="zeros, normal (from --seed) or PATH.npy")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--tol", type=float, default=0.0, help="stop once grad_norm_sq < tol (status converged)")
-    p.add_argument("--batch-size", type=int, help="EF21-SGD: rows per minibatch (tau)")
+    p.add_argument("--batch-size", type=int, help="EF21-SGD, EF21-SGDM: rows per minibatch (tau)")
+    p.add_argument("--participation", type=float, help="EF21-PP: fraction p of the workers taking part in a round "
+                   "(round(p n) of them, drawn by the master)")
+    p.add_argument("--down-compressor", choices=list(COMPRESSORS), help="EF21-BC: the master's compressor C_M")
+    p.add_argument("--down-k", type=int, help="EF21-BC: coordinates kept by C_M (top-k, rand-k, rand-k-unbiased)")
+    p.add_argument("--momentum", type=float, help="EF21-HB (0 <= eta < 1), EF21-SGDM (0 < eta <= 1): eta")
+    p.add_argument("--levels", type=int, help="dithering: levels s per sign")
     p.add_argument("--shuffle", action="store_true", help="permute rows (from --seed) before sharding")
     p.add_argument("--log-every", type=int, default=1, help="log every K-th round (bits stay exact)")
     p.add_argument("--flush-every", type=int, help="flush the log at least every K logged rows")

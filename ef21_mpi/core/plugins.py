@@ -142,11 +142,11 @@ def _construct(cls: type, args: dict, k: int | None, d: int):
         raise ValueError(f"{spec_of(cls)}({shown}) raised {type(err).__name__}: {err}".replace("\n", " ")) from None
 
 
-def resolve_compressor(value, args: dict, k: int | None, d: int):
+def resolve_compressor(value, args: dict, k: int | None, d: int, levels: int | None = None):
     """The compressor a run uses, built and checked against the data's dimension ``d``; ValueError otherwise."""
     check_compressor_spec(value, args)
     if isinstance(value, str) and not is_spec(value):
-        return make_compressor(value, k, d)
+        return make_compressor(value, k, d, levels)
     if isinstance(value, str | type):
         compressor = _construct(load_class(value) if isinstance(value, str) else value, args, k, d)
     else:

@@ -70,14 +70,30 @@ def restore_workers(state: Workers, arrays: dict[str, np.ndarray]) -> None:
 
 
 def master_arrays(state: Master) -> dict[str, np.ndarray]:
-    return {f.name: np.array(getattr(state, f.name), copy=True) for f in fields(state)}
+    """Every field of the master's state as an array (a generator, e.g. EF21-PP's sampler, as its JSON state)."""
+    out = {}
+    for f in fields(state):
+        value = getattr(state, f.name)
+        if isinstance(value, np.random.Generator):
+            value = json.dumps(value.bit_generator.state)
+        out[f.name] = np.array(value, copy=True)
+    return out
 
 
 def restore_master(template: Master, arrays: dict[str, np.ndarray]) -> Master:
     missing = [f.name for f in fields(template) if f.name not in arrays]
     if missing:
         raise InputError(f"checkpoint lacks the master state {', '.join(missing)}")
-    return replace(template, **{f.name: arrays[f.name] for f in fields(template)})
+    restored = {}
+    for f in fields(template):
+        value = arrays[f.name]
+        if isinstance(getattr(template, f.name), np.random.Generator):
+            text = value.item() if isinstance(value, np.ndarray) else value
+            rng = np.random.default_rng()
+            rng.bit_generator.state = json.loads(text.decode() if isinstance(text, bytes) else text)
+            value = rng
+        restored[f.name] = value
+    return replace(template, **restored)
 
 
 # --- the file ----------------------------------------------------------------------------------
@@ -101,7 +117,7 @@ def save(path: Path, ckpt: Checkpoint, before_rename: Callable[[], None] | None 
                         "config": json.dumps(ckpt.config, sort_keys=True), "dataset_sha256": ckpt.dataset_sha256})
         f["bits_up"], f["coords_up"] = loop.bits_up, loop.coords_up
         for key, value in master_arrays(loop.master).items():
-            f[f"master/{key}"] = value
+            f[f"master/{key}"] = value.astype(h5py.string_dtype()) if value.dtype.kind in "OU" else value
         for key, value in ckpt.workers.items():
             f[f"workers/{key}"] = value.astype(h5py.string_dtype()) if value.dtype == object else value
         f.flush()

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ef21_mpi.core import plugins
-from ef21_mpi.core.methods import INITS
+from ef21_mpi.core.methods import INITS, METHODS
 from ef21_mpi.core.problems import PROBLEMS
-from ef21_mpi.errors import InputError
+from ef21_mpi.errors import InputError, from_core
 
 BACKENDS = ("auto", "serial", "mpi")
 SERIAL_WORKERS = 20  # the paper's n
@@ -42,6 +42,11 @@ class RunConfig:
     seed: int = 0
     tol: float = 0.0
     batch_size: int | None = None
+    participation: float | None = None  # EF21-PP: p, the fraction of workers taking part in a round
+    down_compressor: str | None = None  # EF21-BC: the master's compressor C_M
+    down_k: int | None = None  # EF21-BC: C_M's k
+    momentum: float | None = None  # EF21-HB, EF21-SGDM: eta
+    levels: int | None = None  # dithering: s
     shuffle: bool = False
     log_every: int = 1
     flush_every: int | None = None
@@ -159,11 +164,41 @@ def validate_values(cfg: RunConfig) -> None:
         if value is not None and value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}")
     if method.minibatch and cfg.batch_size is None:
-        raise InputError("--algorithm ef21-sgd needs --batch-size TAU (rows per minibatch)")
+        raise InputError(f"--algorithm {cfg.algorithm} needs --batch-size TAU (rows per minibatch)")
+    validate_method_options(cfg, method)
     if cfg.x0 not in ("zeros", "normal") and not cfg.x0.endswith(".npy"):
         raise InputError(f"--x0 {cfg.x0!r}: expected zeros, normal or a path to a .npy file")
     if cfg.x0.endswith(".npy") and not Path(cfg.x0).is_file():
         raise InputError(f"--x0 file not found: {cfg.x0}")
+
+
+METHOD_OPTIONS = ("participation", "down_compressor", "down_k", "momentum")  # RunConfig fields a method may take
+
+
+def validate_method_options(cfg: RunConfig, cls) -> None:
+    """Each method's own flags (``cls`` is the method's class): given where used, present where required, in range."""
+    for name in METHOD_OPTIONS:
+        value = getattr(cfg, name)
+        users = [m for m, c in METHODS.items() if name in c.options]
+        if value is not None and name not in cls.options:
+            raise InputError(f"{_flag(name)} is only used by --algorithm {', '.join(users)}, not {cfg.algorithm}")
+        if value is None and name in cls.required:
+            raise InputError(f"--algorithm {cfg.algorithm} needs {_flag(name)}")
+    with from_core():
+        cls.check_options(**{name: getattr(cfg, name) for name in METHOD_OPTIONS})
+    dithering = "dithering" in (cfg.compressor, cfg.down_compressor)
+    if cfg.levels is not None and not dithering:
+        raise InputError("--levels is only used by the dithering compressor")
+    if dithering and cfg.levels is None:
+        raise InputError("the dithering compressor needs --levels s (levels per sign, s >= 1)")
+    if cfg.levels is not None and cfg.levels < 1:
+        raise InputError(f"--levels must be at least 1, got {cfg.levels}")
+    if cfg.down_k is not None and cfg.down_compressor in ("identity", "natural", "dithering"):
+        raise InputError(f"--down-k is not used by --down-compressor {cfg.down_compressor}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def check_output_path(out: str, overwrite: bool) -> None:

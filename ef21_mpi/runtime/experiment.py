@@ -10,16 +10,16 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from ef21_mpi.core import plugins
-from ef21_mpi.core.compressors import COMPRESSORS, Compressor, Identity
+from ef21_mpi.core.compressors import COMPRESSORS, PARAMETERS, Compressor, Identity, as_contractive, is_unbiased
 from ef21_mpi.core.data import Dataset, shard_bounds
 from ef21_mpi.core.datasets import load as load_dataset
-from ef21_mpi.core.methods import Method
+from ef21_mpi.core.methods import Method, make_method
 from ef21_mpi.core.problems import Constants, ShardGroup, make_shards, smoothness_constants
 from ef21_mpi.core.stepsizes import Theory, theory
 from ef21_mpi.errors import InputError, from_core
@@ -41,6 +41,7 @@ class Experiment:
     x0: np.ndarray
     seeds: list[np.random.SeedSequence]  # one independent stream per worker
     method_class: type[Method]  # from the registry or a plug-in (`core.plugins`)
+    options: dict = field(default_factory=dict)  # the method's own settings (`Method.options`)
 
     @property
     def n(self) -> int:
@@ -55,7 +56,8 @@ class Experiment:
         return make_shards(self.cfg.problem, [self.shards[i] for i in workers], self.cfg.lam)
 
     def method(self) -> Method:
-        return self.method_class(self.compressor, self.gamma, self.n, self.d, self.cfg.init)
+        return make_method(self.method_class, self.compressor, self.gamma, self.n, self.d, self.cfg.init,
+                           **self.options)
 
     def release_data(self) -> None:
         """Drop the rows (the MPI master keeps no shard once the workers have theirs)."""
@@ -105,31 +107,39 @@ def _build(cfg: RunConfig, n_workers: int) -> Experiment:
                          f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
     method_class = plugins.resolve_method(cfg.algorithm)
     compressor = make_compressor(cfg, method_class, dataset.d)
-    th = theory(compressor.alpha, constants.L, constants.L_tilde, constants.mu)
+    th = theory(as_contractive(compressor).alpha, constants.L, constants.L_tilde, constants.mu)  # alpha = 1/(omega+1)
     gamma = cfg.stepsize if cfg.stepsize is not None else cfg.stepsize_multiplier * th.gamma_theory
     if method_class.minibatch:
         smallest = min(hi - lo for lo, hi in bounds)
         if cfg.batch_size > smallest:
             raise InputError(f"--batch-size {cfg.batch_size} exceeds the smallest shard ({smallest} rows)")
     x0 = make_x0(cfg.x0, dataset.d, master_rng)
-    return Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds, method_class)
+    # the master's own random choices in the round loop (EF21-PP's S^t, EF21-BC's C_M): a child of its seed
+    options = {"participation": cfg.participation, "down_compressor": cfg.down_compressor, "down_k": cfg.down_k,
+               "momentum": cfg.momentum, "levels": cfg.levels, "master_seed": master_seed.spawn(1)[0]}
+    exp = Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds, method_class, options)
+    exp.method()  # an option that only the data can refute (round(p n) = 0, --down-k > d) fails here
+    return exp
 
 
 def make_compressor(cfg: RunConfig, method_class: type[Method], d: int) -> Compressor:
-    """The run's compressor (the identity for a method that does not compress), checked against ``d``."""
+    """The run's compressor (the identity for a method that does not compress), checked against ``d``.
+
+    An unbiased compressor (``omega``, no ``alpha``) is kept as it is: DCGD uses it so, and a method that needs a
+    contractive one uses ``Q / (omega + 1)`` (`core.compressors.as_contractive`).
+    """
     if not method_class.compresses:
         return Identity(d)
     builtin = isinstance(cfg.compressor, str) and cfg.compressor in COMPRESSORS
-    if builtin and COMPRESSORS[cfg.compressor] is not Identity and cfg.k is not None and not 1 <= cfg.k <= d:
+    if builtin and "k" in PARAMETERS[COMPRESSORS[cfg.compressor]] and cfg.k is not None and not 1 <= cfg.k <= d:
         raise InputError(f"--k {cfg.k} is out of range for this data set: expected 1 <= k <= d = {d}")
     try:
-        compressor = plugins.resolve_compressor(cfg.compressor, cfg.compressor_args, cfg.k, d)
+        compressor = plugins.resolve_compressor(cfg.compressor, cfg.compressor_args, cfg.k, d, cfg.levels)
     except ValueError as err:
         raise InputError(f"--compressor {err}") from None
     alpha, omega = plugins.constants(compressor)
-    if alpha is None:  # an unbiased compressor enters the EF21 family scaled by 1/(omega + 1): not wired in yet
-        raise InputError(f"--compressor {plugins.spec_of(cfg.compressor)} states omega = {omega:g} but no alpha; "
-                         "this version runs contractive compressors (give the class an alpha)")
+    if alpha is None and omega is None:
+        raise InputError(f"--compressor {plugins.spec_of(cfg.compressor)} states neither alpha nor omega")
     return compressor
 
 
@@ -182,6 +192,14 @@ def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: 
     numbers = cfg.numbers()
     if "compressor_args" in numbers and not isinstance(exp.compressor, Identity):
         attrs["compressor_args"] = json.dumps(numbers["compressor_args"], sort_keys=True)
-    if getattr(exp.compressor, "omega", None) is not None:
+    theorem = "3" if c.mu is not None else "2"
+    cls = exp.method_class
+    # "theorem-2": gamma_theory is the method's own theorem; "ef21-theorem-2": EF21's, borrowed (SPEC 8)
+    attrs["stepsize_rule"] = f"theorem-{theorem}" if theorem in cls.theorems else f"ef21-theorem-{theorem}"
+    if is_unbiased(exp.compressor):
         attrs["omega"] = float(exp.compressor.omega)
+        attrs["compressor_scaling"] = 1.0 / (exp.compressor.omega + 1.0) if cls.contractive else 1.0
+    for name in ("participation", "down_compressor", "down_k", "momentum", "levels"):
+        if getattr(cfg, name) is not None:
+            attrs[name] = getattr(cfg, name)
     return attrs

@@ -1,6 +1,7 @@
 """The round loop on the master's side, written once for every backend.
 
-A backend supplies a *cluster*: ``round(x, t, logged)`` hands ``x^t`` to the n workers and returns their
+A backend supplies a *cluster*: ``round(down, t, logged)`` hands the master's broadcast of round ``t``
+(`Method.downlink`, by default ``x^t``) to the n workers and returns their
 `Messages` (in worker order) and, on logged rounds, their monitoring rows; ``worker_states()`` collects
 every worker's state for a checkpoint; ``stop()`` releases them. The loop says what happens in a round;
 everything else (the log, checkpoints, the progress line, stop signals) is an `Observer` that the session
@@ -20,11 +21,9 @@ import numpy as np
 from ef21_mpi.core.methods import Master, Messages, Method
 from ef21_mpi.runtime.worker import summarise
 
-BITS_PER_FLOAT64 = 64
-
 
 class Cluster(Protocol):
-    def round(self, x: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]: ...
+    def round(self, down: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]: ...
 
     def worker_states(self) -> dict[str, np.ndarray]: ...
 
@@ -116,12 +115,14 @@ def _rounds(method: Method, loop: LoopState, cluster: Cluster, rounds: int, log_
             if not np.isfinite(x).all():
                 return Outcome("diverged", t, x, f"the iterate x^{t} is not finite")
             logged = t % log_every == 0 or t == rounds
-            msgs, monitors = cluster.round(x, t, logged)
+            msgs, monitors = cluster.round(method.downlink(state, t), t, logged)
             method.master_step(state, msgs, t)
             loop.t = t
-            loop.bits_up += 8 * method.message_spec(t).nbytes
-            loop.coords_up += msgs.values.shape[1]
-            loop.bits_down += BITS_PER_FLOAT64 * d
+            senders = method.senders(state, t)  # None: every worker sent its message
+            sent = 1 if senders is None else senders.astype(np.int64)
+            loop.bits_up += 8 * method.message_spec(t).nbytes * sent
+            loop.coords_up += msgs.values.shape[1] * sent
+            loop.bits_down += 8 * method.downlink_nbytes(t)
             loop.wall_offset = time.perf_counter() - started
             if logged:
                 grad_norm_sq, loss, distortion = summarise(monitors, d)

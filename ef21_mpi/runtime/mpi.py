@@ -11,9 +11,9 @@ parameters, seeds and placement), then its shards as CSR arrays; rank 0 keeps no
 on rank 0 is broadcast instead (`refuse`) so every rank exits with status 2.
 
 Each round moves buffers allocated once, one collective per direction (`wire`): the
-broadcast of ``[x^t, control]`` (``control = 2 t + logged``, -1 to stop, -2 to collect the workers'
-states for a checkpoint; the control word is not counted in ``bits_down``, which counts the ``d`` values
-of ``x``) and the gather of every worker's slot: its message as raw bytes, followed on logged rounds by
+broadcast of ``[control, downlink]`` (``control = 2 t + logged``, -1 to stop, -2 to collect the workers'
+states for a checkpoint; the control word is not counted in ``bits_down``, which counts the method's
+downlink, by default the ``d`` values of ``x``; both ends know its size from the round that comes next) and the gather of every worker's slot: its message as raw bytes, followed on logged rounds by
 its monitoring row. ``bits_up`` is 8 x the message bytes each worker handed to MPI.
 A worker that raises sends a one-line report to rank 0 on a separate tag, then answers every further
 round with zeros until told to stop; rank 0 checks for reports after every round, drops the rows from
@@ -27,13 +27,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
 from ef21_mpi.core.compressors import Compressor
-from ef21_mpi.core.methods import Messages, Method
+from ef21_mpi.core.methods import Messages, Method, make_method
 from ef21_mpi.core.problems import make_shards
 from ef21_mpi.runtime import faults
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
@@ -79,20 +79,24 @@ class WorkerJob:
     ranks: list[range]  # the workers of each worker rank
     batch_size: int | None
     restore: bool  # worker states follow the shards
+    options: dict = field(default_factory=dict)  # the method's own settings (`Method.options`)
+    first_round: int = 0  # the round the loop starts with (after a checkpoint: its round + 1)
 
     def method(self) -> Method:
-        return self.method_class(self.compressor, self.gamma, self.n, self.d, self.init)
+        return make_method(self.method_class, self.compressor, self.gamma, self.n, self.d, self.init, **self.options)
 
 
 class MpiCluster:
     """The master's view of the workers: ``round`` = broadcast ``x``, gather the messages (and monitors)."""
 
-    def __init__(self, comm, method: Method, n: int, d: int, ranks: list[range]):
+    def __init__(self, comm, method: Method, n: int, d: int, ranks: list[range], first_round: int = 0):
         from mpi4py import MPI
 
         self.comm, self.MPI = comm, MPI
+        self.method = method
         self.slots = Slots(method, n, d)
-        self.xbuf = np.zeros(d + 1)
+        self.down = down_buffer(method)
+        self.next_round = first_round  # both ends know the size of the next broadcast from it
         self.recv = {key: np.zeros(max(n * self.slots.stride(key, True), 8), dtype=np.uint8) for key in (0, 1)}
         self.layouts = {(key, logged): self.slots.layout(key, logged, ranks) for key in (0, 1) for logged in (False, True)}
         self.empty = np.zeros(0, dtype=np.uint8)
@@ -108,13 +112,19 @@ class MpiCluster:
         if worker_states is not None:
             for dest, mine in enumerate(job.ranks, start=1):
                 comm.send(slice_arrays(worker_states, mine), dest=dest, tag=3)
-        return cls(comm, job.method(), job.n, job.d, job.ranks)
+        return cls(comm, job.method(), job.n, job.d, job.ranks, job.first_round)
 
-    def round(self, x: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]:
+    def _broadcast(self, control: float, payload: np.ndarray | None = None) -> None:
+        nbytes = self.method.downlink_nbytes(self.next_round)
+        self.down[:8].view(np.float64)[0] = control
+        if payload is not None:
+            self.down[8:8 + nbytes] = np.ascontiguousarray(payload).view(np.uint8)
+        self.comm.Bcast(self.down[:8 + nbytes], root=0)
+
+    def round(self, down: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]:
         slots, key = self.slots, min(t, 1)
-        self.xbuf[:-1] = x
-        self.xbuf[-1] = 2 * t + int(logged)
-        self.comm.Bcast(self.xbuf, root=0)
+        self._broadcast(2 * t + int(logged), down)
+        self.next_round = t + 1
         recv = self.recv[key]
         counts, displs = self.layouts[key, logged]
         self.comm.Gatherv(self.empty, [recv, counts, displs, self.MPI.BYTE], root=0)
@@ -132,13 +142,19 @@ class MpiCluster:
             raise RunFailed(text, failed_round)
 
     def worker_states(self) -> dict[str, np.ndarray]:
-        self.xbuf[-1] = CHECKPOINT
-        self.comm.Bcast(self.xbuf, root=0)
+        self._broadcast(CHECKPOINT)
         return concat_arrays(self.comm.gather(None, root=0)[1:])
 
     def stop(self) -> None:
-        self.xbuf[-1] = STOP
-        self.comm.Bcast(self.xbuf, root=0)
+        self._broadcast(STOP)
+
+
+def down_buffer(method: Method) -> np.ndarray:
+    """The broadcast buffer: the control word (float64), then the largest downlink of any round.
+
+    A method's downlink size may differ in round 0, round 1 and every later round, never beyond.
+    """
+    return np.zeros(8 + max(method.downlink_nbytes(t) for t in (0, 1, 2)), dtype=np.uint8)
 
 
 def refuse(comm) -> None:
@@ -195,27 +211,28 @@ def serve(comm, wrap_group: Callable | None = None) -> int:
     group = faults.arm_group(group)
     if wrap_group is not None:
         group = wrap_group(group)
-    return _answer_rounds(comm, group, Slots(method, job.n, job.d), len(mine))
+    return _answer_rounds(comm, group, method, Slots(method, job.n, job.d), len(mine), job.first_round)
 
 
-def _answer_rounds(comm, group, slots: Slots, m: int) -> int:
-    xbuf = np.zeros(slots.d + 1)
+def _answer_rounds(comm, group, method: Method, slots: Slots, m: int, next_round: int) -> int:
+    down = down_buffer(method)
     send = {key: np.zeros(m * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
     monitors = {key: slots.monitor_rows(buf, key, m) for key, buf in send.items()}  # filled in place
     failed = False
     while True:
-        comm.Bcast(xbuf, root=0)
-        control = xbuf[-1]
+        nbytes = method.downlink_nbytes(next_round)
+        comm.Bcast(down[:8 + nbytes], root=0)
+        control = down[:8].view(np.float64)[0]
         if control == STOP:
             return 1 if failed else 0
         if control == CHECKPOINT:
             comm.gather(worker_arrays(group.state), root=0)
             continue
         t, logged = divmod(int(control), 2)
-        key, logged = min(t, 1), bool(logged)
+        key, logged, next_round = min(t, 1), bool(logged), t + 1
         if not failed:
             try:
-                msgs = group.round(xbuf[:-1], t, monitors[key] if logged else None)
+                msgs = group.round(down[8:8 + nbytes], t, monitors[key] if logged else None)
                 pack(msgs, slots.specs[key], slots.rows(send[key], key, logged, m))
             except Exception as err:  # noqa: BLE001 -- any failure is reported, then the collectives go on until rank 0 stops us
                 failed = True

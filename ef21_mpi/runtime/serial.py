@@ -17,11 +17,11 @@ class SerialCluster:
         self.group = group
         self.monitors = np.empty((group.m, d + 2))
 
-    def round(self, x: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]:
-        x_seen = x.copy()  # the workers get their own copy, as over a wire
+    def round(self, down: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]:
+        seen = np.ascontiguousarray(down).view(np.uint8).copy()  # the workers get their own bytes, as over a wire
         monitors = self.monitors if logged else None
         try:
-            return self.group.round(x_seen, t, monitors), monitors
+            return self.group.round(seen, t, monitors), monitors
         except WorkerFailed as err:
             raise RunFailed(str(err), t) from err
 

@@ -260,7 +260,7 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
         raise
     ranks = rank_workers(cfg.workers, worker_ranks)
     job = mpi.WorkerJob(exp.method_class, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
-                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None)
+                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None, exp.options, s.loop.t + 1)
     try:
         cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
         exp.release_data()  # the master keeps no shard and no data set

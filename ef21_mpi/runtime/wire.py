@@ -2,9 +2,11 @@
 
 One collective per direction per round:
 
-- down: ``Bcast`` of ``[x^t, control]`` (``d + 1`` float64);
+- down: ``Bcast`` of ``[control, payload]``: the control word as float64, then the method's broadcast of
+  the round (`Method.downlink`: ``x^t`` as ``d`` float64 by default), ``downlink_nbytes(t)`` bytes;
 - up: ``Gatherv`` of one slot per worker. A slot holds the worker's message as raw bytes (float64 values,
-  then int32 indices for sparse messages, then EF21+'s 1-byte branch flag); on logged rounds it continues,
+  then int32 indices for sparse messages; or a packed compressor's own bytes), then EF21+'s 1-byte branch
+  flag; on logged rounds it continues,
   8-byte aligned, with the worker's monitoring row ``[grad_i, f_i, G_i]`` (``d + 2`` float64). ``bits_up``
   counts the message bytes only: monitoring is the simulator's, not the method's, traffic.
 
@@ -27,25 +29,33 @@ def aligned(nbytes: int) -> int:
 
 def pack(msgs: Messages, spec: MessageSpec, slots: np.ndarray) -> None:
     """Write the group's messages into ``slots`` (an m x stride byte array, one row per worker) in wire order."""
-    m, nv = msgs.values.shape
-    vbytes = nv * np.dtype(VALUE_DTYPE).itemsize
-    slots[:, :vbytes] = np.ascontiguousarray(msgs.values, dtype=VALUE_DTYPE).view(np.uint8).reshape(m, vbytes)
-    if spec.has_indices:
-        ibytes = nv * np.dtype(INDEX_DTYPE).itemsize
-        slots[:, vbytes:vbytes + ibytes] = np.ascontiguousarray(msgs.indices, dtype=INDEX_DTYPE).view(
-            np.uint8).reshape(m, ibytes)
+    m = msgs.values.shape[0]
+    if spec.codec is not None:  # a packed compressor's own bytes
+        slots[:, :spec.message_nbytes] = msgs.payload
+    else:
+        nv = msgs.values.shape[1]
+        vbytes = nv * np.dtype(VALUE_DTYPE).itemsize
+        slots[:, :vbytes] = np.ascontiguousarray(msgs.values, dtype=VALUE_DTYPE).view(np.uint8).reshape(m, vbytes)
+        if spec.has_indices:
+            ibytes = nv * np.dtype(INDEX_DTYPE).itemsize
+            slots[:, vbytes:vbytes + ibytes] = np.ascontiguousarray(msgs.indices, dtype=INDEX_DTYPE).view(
+                np.uint8).reshape(m, ibytes)
     if spec.has_flag:
         slots[:, spec.nbytes - 1] = msgs.flags
 
 
 def unpack(slots: np.ndarray, spec: MessageSpec) -> Messages:
-    """The `Messages` whose bytes are the rows of ``slots`` (an n x stride byte array; views, no copies)."""
+    """The `Messages` whose bytes are the rows of ``slots`` (an n x stride byte array; views, no copies, except
+    a packed compressor's values, which are decoded from its bytes exactly as the worker decoded them)."""
+    flags = slots[:, spec.nbytes - 1] if spec.has_flag else None
+    if spec.codec is not None:
+        payload = slots[:, :spec.message_nbytes]
+        return Messages(None, spec.codec.decode(payload), flags, payload)
     nv = spec.n_values
     vbytes = nv * np.dtype(VALUE_DTYPE).itemsize
     values = slots[:, :vbytes].view(VALUE_DTYPE)
     indices = slots[:, vbytes:vbytes + nv * np.dtype(INDEX_DTYPE).itemsize].view(INDEX_DTYPE) if spec.has_indices \
         else None
-    flags = slots[:, spec.nbytes - 1] if spec.has_flag else None
     return Messages(indices, values, flags)
 
 

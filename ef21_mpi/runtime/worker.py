@@ -49,12 +49,16 @@ class WorkerGroup:
         return f"worker {self.first}" if self.m == 1 else f"workers {self.first}-{last}"
 
     def _minibatch_rows(self, j: int) -> np.ndarray:
-        # tau rows without replacement from worker j's stream, in increasing order.
-        return np.sort(self.state.rngs[j].choice(self.shards.n_rows[j], size=self.batch_size, replace=False))
+        # tau rows without replacement from worker j's stream, in increasing order; tau = N_i needs no draw.
+        n_rows = self.shards.n_rows[j]
+        if self.batch_size >= n_rows:
+            return np.arange(n_rows)
+        return np.sort(self.state.rngs[j].choice(n_rows, size=self.batch_size, replace=False))
 
-    def _gradients(self, x: np.ndarray, logged: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _gradients(self, x: np.ndarray, logged: bool,
+                   t: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """``(what the method step uses, full gradients, losses)``; the last two only on logged rounds."""
-        if self.batch_size is None:
+        if self.batch_size is None or (t == 0 and self.method.full_gradient_init):
             losses, grads = self.shards.losses_and_grads(x, with_losses=logged)
             return grads, grads, losses
         rows = [self._minibatch_rows(j) for j in range(self.m)]
@@ -65,12 +69,15 @@ class WorkerGroup:
             used[j] = full[j] if whole[j] else self.shards.minibatch_grad(x, r, worker=j)
         return used, full, losses
 
-    def round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
-        """The group's messages for round ``t``; ``monitors`` (m x (d + 2)) is filled when given.
+    def round(self, down: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
+        """The group's messages for round ``t`` given the master's broadcast ``down`` (its bytes, or ``x^t`` itself
+        for methods that broadcast ``x``); ``monitors`` (m x (d + 2)) is filled when given.
 
         Any error becomes `WorkerFailed` naming the group.
         """
         try:
+            x = self.method.receive(self.state, np.ascontiguousarray(down).view(np.uint8), t,
+                                    range(self.first, self.first + self.m))
             return self._round(x, t, monitors)
         except WorkerFailed:
             raise
@@ -79,7 +86,7 @@ class WorkerGroup:
 
     def _round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
         d = x.shape[0]
-        used, full, losses = self._gradients(x, monitors is not None)
+        used, full, losses = self._gradients(x, monitors is not None, t)
         msgs = self.method.worker_step(self.state, used, t)
         if monitors is not None:
             monitors[:, :d] = full

@@ -41,6 +41,8 @@ class _KOfD:
 
     k: int
     d: int
+    sparse = True  # the message carries indices
+    packed_nbytes = None  # float64 values (and int32 indices) on the wire, no packed encoding
 
     def compress_group(self, V: np.ndarray, rngs) -> tuple[np.ndarray, np.ndarray]:
         idx = np.stack([self.compress(v, rng)[0] for v, rng in zip(V, rngs)]) if len(V) else np.empty((0, self.k),
@@ -106,6 +108,8 @@ class Identity:
     """No compression: the whole vector, sent dense. ``alpha = 1``."""
 
     d: int
+    sparse = False
+    packed_nbytes = None
 
     @property
     def k(self) -> int:

@@ -21,13 +21,21 @@ from ef21_mpi.core.methods.base import (
     subtract_messages,
     sum_messages,
 )
+from ef21_mpi.core.methods.ef21_bc import EF21BC
+from ef21_mpi.core.methods.ef21_hb import EF21HB
+from ef21_mpi.core.methods.ef21_pp import EF21PP
+from ef21_mpi.core.methods.ef21_sgdm import EF21SGDM
 from ef21_mpi.core.methods.paper import DCGD, EF, EF21, EF21SGD, GD, EF21Plus
 
 __all__ = [
     "DCGD",
     "EF",
     "EF21",
+    "EF21BC",
+    "EF21HB",
+    "EF21PP",
     "EF21SGD",
+    "EF21SGDM",
     "GD",
     "INITS",
     "METHODS",
@@ -47,12 +55,18 @@ __all__ = [
 ]
 
 #: The registry: command-line name -> method class.
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (EF21, EF21Plus, EF, GD, DCGD, EF21SGD)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (EF21, EF21Plus, EF, GD, DCGD, EF21SGD, EF21PP, EF21BC,
+                                                                EF21HB, EF21SGDM)}
 
 
-def make_method(name: str, compressor: Compressor, gamma: float, n: int, d: int, init: str = "full") -> Method:
-    """Build a registered method; ValueError for an unknown name."""
-    cls = METHODS.get(name)
+def make_method(name: str | type[Method], compressor: Compressor, gamma: float, n: int, d: int, init: str = "full",
+                **options) -> Method:
+    """Build a method (a registered name, or a class: a plug-in); ``options`` may hold any settings, each method takes its own (`Method.options`).
+
+    ValueError for an unknown name or an out-of-range option.
+    """
+    cls = name if isinstance(name, type) else METHODS.get(name)
     if cls is None:
         raise ValueError(f"unknown algorithm {name!r}; expected one of {', '.join(METHODS)}")
-    return cls(compressor, gamma, n, d, init)
+    mine = {key: value for key, value in options.items() if key in cls.options and value is not None}
+    return cls(compressor, gamma, n, d, init, **mine)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ef21_mpi.core.compressors import INDEX_DTYPE, VALUE_DTYPE, Compressor, Identity
+from ef21_mpi.core.compressors import INDEX_DTYPE, VALUE_DTYPE, Compressor, Identity, as_contractive
 
 INITS = ("full", "compressed", "zero")
 
@@ -26,12 +26,14 @@ INITS = ("full", "compressed", "zero")
 class Messages:
     """The uplink messages of a group: row ``j`` is worker ``j``'s ``values`` at ``indices`` (``None`` = dense).
 
-    ``flags`` is EF21+'s branch per worker (``None`` for other methods).
+    ``flags`` is EF21+'s branch per worker (``None`` for other methods). ``payload`` holds the packed bytes of
+    a packed compressor's messages (``values`` is their decoding); ``None`` for (index, float64) messages.
     """
 
     indices: np.ndarray | None  # (m, n_values) int32
     values: np.ndarray  # (m, n_values) float64
     flags: np.ndarray | None = None  # (m,) uint8
+    payload: np.ndarray | None = None  # (m, packed_nbytes) uint8
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,19 @@ class MessageSpec:
     n_values: int
     has_indices: bool
     has_flag: bool = False
+    codec: object = None  # a packed compressor (``packed_nbytes``, ``decode``); None: float64 values, int32 indices
+
+    @property
+    def message_nbytes(self) -> int:
+        """Bytes of the message itself (without EF21+'s flag)."""
+        if self.codec is not None:
+            return self.codec.packed_nbytes
+        index_bytes = np.dtype(INDEX_DTYPE).itemsize if self.has_indices else 0
+        return self.n_values * (np.dtype(VALUE_DTYPE).itemsize + index_bytes)
 
     @property
     def nbytes(self) -> int:
-        index_bytes = np.dtype(INDEX_DTYPE).itemsize if self.has_indices else 0
-        return self.n_values * (np.dtype(VALUE_DTYPE).itemsize + index_bytes) + (1 if self.has_flag else 0)
+        return self.message_nbytes + (1 if self.has_flag else 0)
 
 
 # --- state: one small type per method, every array with a leading worker axis ----------------------
@@ -117,8 +127,11 @@ def row_norms_sq(V: np.ndarray) -> np.ndarray:
 
 
 def sends_indices(compressor) -> bool:
-    """Whether a compressor's messages carry indices: all but the identity and plug-ins that say ``dense = True``."""
-    return not (isinstance(compressor, Identity) or getattr(compressor, "dense", False))
+    """Whether a compressor's messages carry indices: its ``sparse`` flag (the package's compressors state it);
+    a plug-in without one is sparse unless it says ``dense = True``."""
+    if hasattr(compressor, "sparse"):
+        return bool(compressor.sparse)
+    return not getattr(compressor, "dense", False)
 
 
 def compress_rows(compressor, V: np.ndarray, rngs) -> tuple[np.ndarray | None, np.ndarray]:
@@ -142,33 +155,70 @@ class Method:
     initialises = False  # row 0 of the log is an initialisation (g_i^0), not a step
     theorems: tuple[str, ...] = ()  # the paper's theorems that speak about it
     minibatch = False  # workers use minibatch gradients (--batch-size)
+    full_gradient_init = False  # a minibatch method whose round 0 uses full gradients (g_i^0 = grad_i(x^0))
     compresses = True  # False: always sends dense, whatever compressor is named
+    contractive = True  # needs a contractive compressor: an unbiased Q is used as Q / (omega + 1)
     has_g = False  # keeps g_i, so G^t (the log's "distortion") is defined
+    options: tuple[str, ...] = ()  # the method's own settings (keyword arguments of __init__), as RunConfig names
+    required: tuple[str, ...] = ()  # options without a default
 
     def __init__(self, compressor: Compressor, gamma: float, n: int, d: int, init: str = "full"):
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITS)}")
-        self.compressor = compressor if self.compresses else Identity(d)
+        if not self.compresses:
+            compressor = Identity(d)
+        self.compressor = as_contractive(compressor) if self.contractive else compressor
         self.gamma = float(gamma)
         self.n, self.d, self.init = n, d, init
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """ValueError for an option out of range (called at start-up, before any data is read)."""
+
     # -- wire layout --------------------------------------------------------------------------
     def compressed_spec(self) -> MessageSpec:
-        return MessageSpec(self.compressor.n_values, sends_indices(self.compressor))
+        c = self.compressor
+        packed = getattr(c, "packed_nbytes", None) is not None
+        return MessageSpec(c.n_values, sends_indices(c), codec=c if packed else None)
 
     def message_spec(self, t: int) -> MessageSpec:
         return self.compressed_spec()
+
+    def senders(self, master: Master, t: int) -> np.ndarray | None:
+        """Which workers sent a message in round ``t`` (bool per worker); ``None``: all of them."""
+        return None
+
+    # -- downlink: what the master broadcasts, and how the workers read it -------------------------
+    def downlink_nbytes(self, t: int) -> int:
+        """Bytes the master broadcasts in round ``t`` (default: ``x^t``, dense float64)."""
+        return np.dtype(VALUE_DTYPE).itemsize * self.d
+
+    def downlink(self, master: Master, t: int) -> np.ndarray:
+        """The broadcast of round ``t`` (any dtype; its ``downlink_nbytes(t)`` bytes go over the wire)."""
+        return master.x
+
+    def receive(self, state: Workers, down: np.ndarray, t: int, rows: range) -> np.ndarray:
+        """Worker side of the broadcast (``down``: its bytes): update the group's state, return ``x^t``.
+
+        ``rows`` are the workers the group holds (of the ``n``).
+        """
+        return np.array(down, dtype=np.uint8, copy=True).view(VALUE_DTYPE)
 
     # -- worker side --------------------------------------------------------------------------
     def init_workers(self, rngs: list[np.random.Generator]) -> Workers:
         return Workers(rngs=list(rngs))
 
-    def compress(self, V: np.ndarray, state: Workers) -> Messages:
-        """The compressed rows of ``V``, row ``j`` with worker ``j``'s generator (plug-ins may omit compress_group)."""
+    def compress(self, V: np.ndarray, state: Workers, rngs: list | None = None) -> Messages:
+        """The group's compressed messages, row ``j`` with worker ``j``'s generator; a packed compressor draws
+        bytes and its values are their decoding; a plug-in without ``compress_group`` goes row by row."""
+        rngs = state.rngs if rngs is None else rngs
+        if getattr(self.compressor, "packed_nbytes", None) is not None:
+            payload = self.compressor.encode_group(V, rngs)
+            return Messages(None, self.compressor.decode(payload), payload=payload)
         if hasattr(self.compressor, "compress_group"):
-            indices, values = self.compressor.compress_group(V, state.rngs)
+            indices, values = self.compressor.compress_group(V, rngs)
         else:
-            indices, values = compress_rows(self.compressor, V, state.rngs)
+            indices, values = compress_rows(self.compressor, V, rngs)
         return Messages(indices, values)
 
     def worker_step(self, state: Workers, grads: np.ndarray, t: int) -> Messages:

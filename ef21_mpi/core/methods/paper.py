@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ef21_mpi.core.compressors import INDEX_DTYPE
@@ -71,8 +73,7 @@ class EF21Plus(EF21):
     def message_spec(self, t: int) -> MessageSpec:
         if t == 0:
             return super().message_spec(t)
-        spec = self.compressed_spec()
-        return MessageSpec(spec.n_values, spec.has_indices, has_flag=True)
+        return replace(self.compressed_spec(), has_flag=True)
 
     def worker_step(self, state: EF21Workers, grads: np.ndarray, t: int) -> Messages:
         if t == 0:
@@ -88,7 +89,8 @@ class EF21Plus(EF21):
         chosen = Messages(
             None if markov.indices is None else np.where(take_plain[:, None], plain.indices, markov.indices),
             np.where(take_plain[:, None], plain.values, markov.values),
-            np.where(take_plain, self.PLAIN, self.MARKOV).astype(np.uint8))
+            np.where(take_plain, self.PLAIN, self.MARKOV).astype(np.uint8),
+            None if markov.payload is None else np.where(take_plain[:, None], plain.payload, markov.payload))
         state.g[take_plain] = 0.0  # the plain branch replaces g_i by C(s)
         add_messages(state.g, chosen)
         return chosen
@@ -136,6 +138,7 @@ class DCGD(Method):
     """Naive compressed gradient descent, eq. (7): ``x^{t+1} = x^t - gamma mean_i C(grad_i(x^t))``."""
 
     name, display_name, color = "dcgd", "DCGD", "C4"
+    contractive = False  # an unbiased compressor is used as it is
 
     def worker_step(self, state: Workers, grads: np.ndarray, t: int) -> Messages:
         return self.compress(grads, state)
