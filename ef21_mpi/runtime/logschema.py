@@ -17,8 +17,8 @@ log can never take more than about a tenth of the run.
 
 from __future__ import annotations
 
-import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.files import private_temp
 
 # --- the schema (SPEC 7) -------------------------------------------------------------------------------
 
@@ -53,24 +54,6 @@ STATUSES = ("running", "completed", "converged", "diverged", "interrupted", "fai
 FINAL_STATUSES = ("completed", "converged", "diverged")  # a run with one of these has nothing left to do
 
 
-def lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
-def acquire_writer_lock(path: Path):
-    """Hold an exclusive lock beside the log while a process writes it (released when the process dies).
-
-    Returns the open lock file, or raises BlockingIOError when another live process holds it.
-    """
-    handle = open(lock_path(path), "a")  # noqa: SIM115 -- kept open for the life of the run
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise
-    return handle
-
-
 class RunLog:
     """Append rows, flush snapshots, set the final status."""
 
@@ -92,6 +75,7 @@ class RunLog:
         self._last_flush = time.monotonic()
         self._last_write_cost = 0.0
         self._rows_at_flush = 0
+        self.writing = threading.Lock()  # held while a snapshot is written (a shutdown watchdog waits for it)
 
     def _grow(self) -> None:
         self._capacity *= 2
@@ -115,8 +99,13 @@ class RunLog:
 
     def load_rows(self, path: Path, rows: int) -> None:
         """Take the first ``rows`` rows of an existing log (a resumed run continues its log)."""
-        with h5py.File(path, "r") as f:
-            columns = {name: f[name][:rows] for name in ("round", "bits_down", *COUNTS, *self.series_names)}
+        names = ("round", "bits_down", *COUNTS, *self.series_names)
+        log = read_log(path, need=names)
+        if log.rows < rows or any(log[name].dtype.kind != "f" for name in self.series_names) \
+                or log["bits_up"].shape[1:] != (self.n,):
+            raise InputError(f"--resume {path}: the log's columns do not fit its checkpoint ({rows} rows of "
+                             f"{self.n} workers expected)")
+        columns = {name: log[name][:rows] for name in names}
         while self._capacity < rows:
             self._grow()
         self._round[:rows] = columns["round"]
@@ -148,6 +137,28 @@ class RunLog:
         if due_by_rows or due_by_time:
             self.flush(x)
 
+    def _write_snapshot(self) -> None:
+        """Write every row to a private temporary file and rename it over the log; on any failure (a full disk
+        included) the temporary file is removed and the previous snapshot stays as it was."""
+        tmp = private_temp(self.path)
+        try:
+            with h5py.File(tmp, "w") as f:
+                for key, value in self.attrs.items():
+                    f.attrs[key] = value
+                f.attrs["rows"] = self.rows
+                f.attrs["updated_at"] = time.time()
+                f.create_dataset("round", data=self.column("round"))
+                for name in self.series_names:
+                    f.create_dataset(name, data=self.column(name))
+                for name in COUNTS:
+                    f.create_dataset(name, data=self.column(name))
+                f.create_dataset("bits_down", data=self.column("bits_down"))
+                f.create_dataset("x_final", data=self.x)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
     def flush(self, x: np.ndarray, status: str | None = None, **attrs) -> None:
         """Write a complete snapshot and rename it over the log."""
         started = time.monotonic()
@@ -157,24 +168,8 @@ class RunLog:
                 raise ValueError(f"run log status {status!r} is not one of {', '.join(STATUSES)}")
             self.attrs["status"] = status
         self.attrs.update(attrs)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        with h5py.File(tmp, "w") as f:
-            for key, value in self.attrs.items():
-                f.attrs[key] = value
-            f.attrs["rows"] = self.rows
-            f.attrs["updated_at"] = time.time()
-            f.create_dataset("round", data=self.column("round"))
-            for name in self.series_names:
-                f.create_dataset(name, data=self.column(name))
-            for name in COUNTS:
-                f.create_dataset(name, data=self.column(name))
-            f.create_dataset("bits_down", data=self.column("bits_down"))
-            f.create_dataset("x_final", data=self.x)
-        try:
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        with self.writing:
+            self._write_snapshot()
         self._last_flush = time.monotonic()
         self._last_write_cost = self._last_flush - started
         self._rows_at_flush = self.rows

@@ -69,8 +69,19 @@ def restore(cfg: RunConfig, exp: Experiment, method: Method, log: RunLog,
     fresh = fresh_loop(method, exp.x0)
     if not path.exists():  # killed before its first checkpoint: starting over gives the same result
         return fresh, None
-    ckpt = checkpoint.load(path, fresh.master)
+    try:
+        ckpt = checkpoint.load(path, fresh.master)
+        checkpoint.check_shapes(path, ckpt, fresh, exp.n, cfg.rounds)
+    except InputError as err:
+        raise InputError(f"--resume {cfg.out}: {err}") from None
     if ckpt.config != json.loads(json.dumps(cfg.numbers(), sort_keys=True)) or ckpt.dataset_sha256 != exp.dataset.sha256:
         raise InputError(f"--resume {cfg.out}: checkpoint {path} belongs to a different configuration or data set")
+    rows = int(attrs.get("rows", -1))
+    if not 0 <= ckpt.loop.log_rows <= rows:
+        raise InputError(f"--resume {cfg.out}: checkpoint {path} counts on {ckpt.loop.log_rows} log rows, "
+                         f"the log holds {rows}")
     log.load_rows(Path(cfg.out), ckpt.loop.log_rows)
+    if ckpt.loop.log_rows and not log.column("round")[-1] <= ckpt.loop.t:
+        raise InputError(f"--resume {cfg.out}: checkpoint {path} is at round {ckpt.loop.t} but the log's rows "
+                         f"go to round {log.column('round')[-1]}")
     return ckpt.loop, ckpt.workers

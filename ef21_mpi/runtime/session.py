@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ef21_mpi.core.methods import Method
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime import checkpoint, faults
+from ef21_mpi.runtime import checkpoint, faults, files
 from ef21_mpi.runtime.config import SERIAL_WORKERS, RunConfig, validate
 from ef21_mpi.runtime.experiment import Experiment, build, log_attributes
-from ef21_mpi.runtime.logschema import RunLog, acquire_writer_lock, lock_path
+from ef21_mpi.runtime.logschema import RunLog
 from ef21_mpi.runtime.loop import LoopState, Observer, Outcome, fresh_loop, run_rounds
 from ef21_mpi.runtime.observers import Checkpointer, LogWriter, Progress, StopSignal
 from ef21_mpi.runtime.resume import ResumeRequest, read_attrs, restore, resume_config
@@ -97,17 +97,25 @@ class Start:
     started: float = field(default_factory=time.time)
 
 
-def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
-    """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming."""
+def lock_log(cfg: RunConfig):
+    """The log's writer lock, taken before the data is loaded (see `files.lock_output`)."""
     out = Path(cfg.out)
-    try:
-        lock = acquire_writer_lock(out)
-    except BlockingIOError:
-        raise InputError(f"{out} is being written by a running job (lock {lock_path(out)} is held)") from None
-    except OSError as err:
-        raise InputError(f"--out {out}: cannot create files beside it ({err.strerror})") from None
-    for stale in out.parent.glob(f".{out.name}*.tmp*"):  # half-written snapshots of a killed writer
-        stale.unlink(missing_ok=True)
+    return files.lock_output(out, cfg.overwrite, (checkpoint.checkpoint_path(out),))
+
+
+def check_not_an_input(cfg: RunConfig, exp: Experiment) -> None:
+    """``--out`` must not be the data file or the ``--x0`` file (``--overwrite`` would destroy it)."""
+    for flag, other in (("--dataset", exp.dataset.path), ("--x0", cfg.x0 if cfg.x0.endswith(".npy") else None)):
+        if other and Path(cfg.out).exists() and Path(other).exists() and os.path.samefile(cfg.out, other):
+            raise InputError(f"--out {cfg.out} is the {flag} file; choose another name for the log")
+
+
+def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool,
+          lock) -> Start:
+    """Open (or continue) the log under its writer lock (held already); the loop state comes from the checkpoint
+    if resuming."""
+    out = Path(cfg.out)
+    check_not_an_input(cfg, exp)
     attrs = log_attributes(exp, backend, mpi_library, world_size)
     extra = ("loss_gap",) if exp.constants.f_star is not None else ()
     log = RunLog(out, attrs, exp.n, exp.d, extra_series=extra, flush_seconds=cfg.flush_seconds,
@@ -167,8 +175,17 @@ def finish(s: Start, outcome: Outcome) -> int:
 
 
 def release(s: Start) -> None:
-    lock_path(s.log.path).unlink(missing_ok=True)
-    s.lock.close()
+    files.release_writer_lock(s.log.path, s.lock)
+
+
+def locked_start(cfg: RunConfig, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
+    """Lock the log, then load the data and open the log; the lock is let go again if anything fails."""
+    lock = lock_log(cfg)
+    try:
+        return start(cfg, build(cfg, cfg.workers), backend, mpi_library, world_size, resume, lock)
+    except BaseException:
+        files.release_writer_lock(Path(cfg.out), lock)
+        raise
 
 
 def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
@@ -188,8 +205,8 @@ def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
 
 def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
     cfg = resolve_workers(cfg, None, resume)
-    exp = build(cfg, cfg.workers)
-    s = start(cfg, exp, "serial", "", 1, resume)
+    s = locked_start(cfg, "serial", "", 1, resume)
+    exp = s.exp
     group = WorkerGroup(s.method, exp.make_shards(range(exp.n)), exp.seeds, cfg.batch_size, first=0)
     if s.worker_states is not None:
         checkpoint.restore_workers(group.state, s.worker_states)
@@ -211,8 +228,8 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
     worker_ranks = comm.Get_size() - 1
     try:
         cfg = resolve_workers(resolve_config(cfg, resume), worker_ranks, resume is not None)
-        exp = build(cfg, cfg.workers)
-        s = start(cfg, exp, "mpi", mpi.library_version(), comm.Get_size(), resume is not None)
+        s = locked_start(cfg, "mpi", mpi.library_version(), comm.Get_size(), resume is not None)
+        exp = s.exp
     except InputError:
         mpi.refuse(comm)
         raise
