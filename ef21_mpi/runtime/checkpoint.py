@@ -172,8 +172,8 @@ def _read_arrays(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load(path: Path, master_template: Master) -> Checkpoint:
-    """Read a checkpoint and check its digest; the master state comes back in the type of ``master_template``."""
+def read_contents(path: Path) -> tuple[dict, dict[str, np.ndarray], str]:
+    """A checkpoint file's attributes, arrays and stored digest, as `digest` takes them (nothing checked yet)."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format_version") != FORMAT_VERSION:
@@ -184,11 +184,16 @@ def load(path: Path, master_template: Master) -> Checkpoint:
                  "log_rows": int(raw["log_rows"]), "bits_down": int(raw["bits_down"]),
                  "wall_offset": float(raw["wall_offset"]), "config": _text(raw["config"]),
                  "dataset_sha256": _text(raw["dataset_sha256"])}
-        stored = _text(raw["digest"])
+        return attrs, arrays, _text(raw["digest"])
     except InputError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as err:
         raise InputError(f"cannot read checkpoint {path}: {' '.join(str(err).split())}") from None
+
+
+def load(path: Path, master_template: Master) -> Checkpoint:
+    """Read a checkpoint and check its digest; the master state comes back in the type of ``master_template``."""
+    attrs, arrays, stored = read_contents(path)
     if digest(attrs, arrays) != stored:
         raise InputError(f"checkpoint {path} fails its digest check (its contents were changed or damaged)")
     try:
@@ -231,8 +236,8 @@ def check_shapes(path: Path, ckpt: Checkpoint, template: LoopState, n: int, roun
             ok = value.ndim >= 1 and value.shape[0] == n
         if not ok:
             problems.append(f"worker state {key} is {value.dtype} {value.shape}, expected {n} workers")
-    if not -1 <= ckpt.loop.t <= rounds:
-        problems.append(f"round {ckpt.loop.t} is outside 0..{rounds}")
+    if not 0 <= ckpt.loop.t < rounds:  # a checkpoint follows a round before the last
+        problems.append(f"round {ckpt.loop.t} is outside 0..{rounds - 1}")
     if ckpt.loop.log_rows < 0 or ckpt.loop.bits_down < 0:
         problems.append("negative counters")
     if problems:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ef21_mpi.core.methods import Method
 from ef21_mpi.errors import InputError
 from ef21_mpi.runtime import checkpoint, logschema
@@ -81,7 +83,8 @@ def restore(cfg: RunConfig, exp: Experiment, method: Method, log: RunLog,
         raise InputError(f"--resume {cfg.out}: checkpoint {path} counts on {ckpt.loop.log_rows} log rows, "
                          f"the log holds {rows}")
     log.load_rows(Path(cfg.out), ckpt.loop.log_rows)
-    if ckpt.loop.log_rows and not log.column("round")[-1] <= ckpt.loop.t:
-        raise InputError(f"--resume {cfg.out}: checkpoint {path} is at round {ckpt.loop.t} but the log's rows "
-                         f"go to round {log.column('round')[-1]}")
+    expected = np.arange(0, ckpt.loop.t + 1, cfg.log_every)  # the rows logged up to the checkpoint's round
+    if not np.array_equal(log.column("round"), expected):
+        raise InputError(f"--resume {cfg.out}: checkpoint {path} is at round {ckpt.loop.t} with {ckpt.loop.log_rows} "
+                         f"log rows, which does not fit the log's rows (every {cfg.log_every} rounds from 0)")
     return ckpt.loop, ckpt.workers
