@@ -17,7 +17,9 @@ log can never take more than about a tenth of the run.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +51,29 @@ REQUIRED_ATTRS = (
 )
 PL_ATTRS = ("mu", "f_star")  # also required when the problem is PL (least squares)
 IDENTITY_ATTRS = ("algorithm",)  # what a reader asks of a file before calling it a run log
+
+#: The type every known root attribute must have (a reader refuses a file where one has another).
+ATTR_KINDS = {
+    **dict.fromkeys(("algorithm", "compressor", "problem", "dataset", "dataset_path", "dataset_sha256", "init", "x0",
+                     "backend", "mpi_library", "package_version", "command_line", "status", "config",
+                     "resume_history"), "text"),
+    **dict.fromkeys(("k", "N", "d", "n_workers", "seed", "rounds_requested", "log_every", "world_size", "rows",
+                     "rounds_done", "batch_size"), "int"),
+    **dict.fromkeys(("alpha", "theta", "beta", "gamma", "gamma_theory", "stepsize_multiplier", "lam", "L", "L_tilde",
+                     "tol", "mu", "f_star", "elapsed_seconds", "updated_at"), "real"),
+    **dict.fromkeys(("stepsize_override", "shuffle"), "bool"),
+    "shard_sizes": "ints", "L_i": "reals",
+}
+_KIND_TEST = {
+    "text": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "real": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)),
+    "ints": lambda v: isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "iu",
+    "reals": lambda v: isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "fiu",
+}
+_KIND_WORDS = {"text": "a string", "int": "an integer", "real": "a number", "bool": "a boolean",
+               "ints": "a vector of integers", "reals": "a vector of numbers"}
 
 STATUSES = ("running", "completed", "converged", "diverged", "interrupted", "failed")
 FINAL_STATUSES = ("completed", "converged", "diverged")  # a run with one of these has nothing left to do
@@ -223,23 +248,48 @@ def plain(value):
         return value.decode()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU" and value.ndim == 0:
+        return plain(value[()])
     return value
 
 
 def _open(path: Path, read: Callable[[h5py.File, Path], object]):
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    problem = not_a_plain_file(path)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     try:
         with h5py.File(path, "r") as f:
             return read(f, path)
     except OSError:
         time.sleep(0.05)  # the writer may have been renaming a new snapshot over the file: try once more
+    except (KeyError, TypeError, ValueError, RuntimeError, MemoryError, RecursionError) as err:
+        raise InputError(f"{path}: not a readable run log ({_one_line(err)})") from None
     try:
         with h5py.File(path, "r") as f:
             return read(f, path)
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, MemoryError, RecursionError) as err:
+        raise InputError(f"{path}: not an HDF5 file, or it cannot be read ({_one_line(err)})") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__  # one line, whatever HDF5 says
+
+
+def not_a_plain_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (missing, a folder, a FIFO, a link loop, ...), or None if it can."""
+    try:
+        mode = os.stat(path).st_mode
     except OSError as err:
-        reason = " ".join(str(err).split())  # one line, whatever HDF5 says
-        raise InputError(f"{path}: not an HDF5 file, or it cannot be read ({reason})") from None
+        if err.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        if err.errno == errno.ENAMETOOLONG:
+            return "the name is too long for the file system"
+        return "no such file" if err.errno == errno.ENOENT else f"cannot be read ({err.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
 
 
 def _attributes(f: h5py.File, path: Path, missing_datasets: Sequence[str], need_attrs: Sequence[str]) -> dict:
@@ -249,6 +299,11 @@ def _attributes(f: h5py.File, path: Path, missing_datasets: Sequence[str], need_
         parts = ([f"datasets {', '.join(missing_datasets)}"] if missing_datasets else []) + (
             [f"attributes {', '.join(missing_attrs)}"] if missing_attrs else [])
         raise InputError(f"{path}: not an ef21-mpi run log (missing {'; '.join(parts)})")
+    for key, value in attrs.items():
+        kind = ATTR_KINDS.get(key)
+        if kind is not None and not _KIND_TEST[kind](value):
+            shown = repr(value) if len(repr(value)) < 60 else f"{type(value).__name__} of {np.size(value)} values"
+            raise InputError(f"{path}: attribute {key} is {shown}; a run log has {_KIND_WORDS[kind]} there")
     if "status" in attrs and attrs["status"] not in STATUSES:
         raise InputError(f"{path}: status {attrs['status']!r} is not one of {', '.join(STATUSES)}")
     return attrs
@@ -262,7 +317,13 @@ def _dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset | None:
     if not isinstance(link, h5py.HardLink):
         raise InputError(f"{path}: {name} is an HDF5 {type(link).__name__}; a run log's datasets are not links")
     obj = f[name]
-    return obj if isinstance(obj, h5py.Dataset) else None
+    if not isinstance(obj, h5py.Dataset):
+        return None
+    declared = obj.size * obj.dtype.itemsize
+    if declared > os.path.getsize(path):  # a run log's datasets are stored uncompressed
+        raise InputError(f"{path}: dataset {name} declares {declared} bytes, more than the file's "
+                         f"{os.path.getsize(path)}; not a run log")
+    return obj
 
 
 def _read(f: h5py.File, path: Path, need: Sequence[str], need_attrs: Sequence[str]) -> LogData:
@@ -276,9 +337,12 @@ def _read(f: h5py.File, path: Path, need: Sequence[str], need_attrs: Sequence[st
             expected = f"{np.dtype(DTYPES[name])} [{'R, n' if ndim == 2 else 'R'}]"
             raise InputError(f"{path}: dataset {name} is {ds.dtype} {list(ds.shape)}, a run log has {expected} "
                              f"with R = {max(R, 0)} rows (the length of round)")
-    extra = sorted(name for name, ds in found.items() if name not in DATASETS and ds.shape == (R,))
+    extra = sorted(name for name, ds in found.items()
+                   if name not in DATASETS and ds.shape == (R,) and ds.dtype.kind == "f")
     columns = {name: found[name][()] for name in (*COLUMNS, *extra) if name in found}
     x_final = found["x_final"][()] if "x_final" in found else None
+    if x_final is not None and (x_final.ndim != 1 or x_final.dtype.kind != "f"):
+        raise InputError(f"{path}: dataset x_final is {x_final.dtype} {list(x_final.shape)}, a run log has float64 [d]")
     return LogData(path, attrs, columns, x_final)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,31 @@ def _flag(name: str) -> str:
 
 def read_attrs(path: Path) -> dict:
     """The attributes of the log to resume; it must hold the run's configuration and status."""
-    try:
-        return logschema.read_attrs(path, need=("config", "status"))
+    try:  # the whole log is read (and checked against the schema), not only its attributes
+        return logschema.read_log(path, need_attrs=("config", "status")).attrs
     except InputError as err:  # "{path}: no such file", "{path}: not an HDF5 file, ...", "{path}: not an ef21-mpi ..."
         raise InputError(f"--resume {err}") from None
+
+
+def stored_config(path: Path, text: str) -> dict:
+    """The configuration a log stores (JSON): known settings only, each of the type `RunConfig` gives it."""
+    try:
+        stored = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError(f"--resume {path}: its attribute config is not valid JSON") from None
+    if not isinstance(stored, dict):
+        raise InputError(f"--resume {path}: its attribute config is not a JSON object")
+    types = {f.name: f.type for f in fields(RunConfig)}
+    for name, value in stored.items():
+        if name not in types or name in RUNTIME_FIELDS:
+            raise InputError(f"--resume {path}: its configuration has an unknown setting {name!r}")
+        allowed = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+        kinds = tuple(t for word in types[name].split(" | ") for t in allowed[word])
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise InputError(f"--resume {path}: its configuration has {name} = {value!r}, expected {types[name]}")
+    if "dataset" not in stored:
+        raise InputError(f"--resume {path}: its configuration lacks the data set")
+    return stored
 
 
 def resume_config(request: ResumeRequest) -> RunConfig:
@@ -44,7 +65,7 @@ def resume_config(request: ResumeRequest) -> RunConfig:
     status = attrs["status"]
     if status in FINAL_STATUSES:
         raise InputError(f"--resume {path}: the run is already {status}; there is nothing to resume")
-    stored = json.loads(attrs["config"])
+    stored = stored_config(path, attrs["config"])
     for name, value in request.explicit.items():
         if name not in RUNTIME_FIELDS and name in stored and stored[name] != value:
             raise InputError(f"--resume {path}: {_flag(name)} {value} differs from the original run's "
