@@ -28,7 +28,7 @@ import numpy as np
 
 from ef21_mpi.core.methods import Master, Workers
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime.files import private_temp
+from ef21_mpi.runtime.files import hdf5_image, write_atomically
 from ef21_mpi.runtime.loop import LoopState
 
 FORMAT_VERSION = 2
@@ -130,21 +130,14 @@ def digest(attrs: dict, arrays: dict[str, np.ndarray]) -> str:
 def save(path: Path, ckpt: Checkpoint, before_rename: Callable[[], None] | None = None) -> None:
     """Write ``ckpt`` to ``path`` atomically, with its digest (``before_rename``: the fault-injection hook)."""
     attrs, arrays = _contents(ckpt)
-    tmp = private_temp(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(attrs)
-            f.attrs["digest"] = digest(attrs, arrays)
-            for key, value in arrays.items():
-                f[key] = value.astype(h5py.string_dtype()) if value.dtype == object else value
-            f.flush()
-            os.fsync(f.id.get_vfd_handle())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    def fill(f: h5py.File) -> None:
+        f.attrs.update(attrs)
+        f.attrs["digest"] = digest(attrs, arrays)
+        for key, value in arrays.items():
+            f[key] = value.astype(h5py.string_dtype()) if value.dtype == object else value
+
+    write_atomically(path, hdf5_image(fill), sync=True, before_rename=before_rename)
 
 
 def _read_arrays(f: h5py.File, path: Path) -> dict[str, np.ndarray]:

@@ -15,11 +15,20 @@ import os
 import re
 import stat
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import h5py
 
 from ef21_mpi.errors import InputError
 
 TEMP_MARK = ".tmp-"
+FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the disk (or the file size limit, or the quota) is full
+
+
+class StorageFull(InputError):
+    """Writing the log or the checkpoint failed for lack of space: the run stops with one line and stays resumable."""
 _RANDOM = re.compile(r"[a-z0-9_]+")  # the alphabet of tempfile's random names
 
 
@@ -54,18 +63,40 @@ def release_writer_lock(path: Path, handle) -> None:
         handle.close()
 
 
-def private_temp(target: Path) -> Path:
-    """A new, empty file ``.<target>.tmp-<random>`` beside ``target``, created exclusively (never through a link).
+def write_atomically(target: Path, data: bytes, *, sync: bool = False,
+                     before_rename: Callable[[], None] | None = None) -> None:
+    """Put ``data`` at ``target`` atomically: a private temporary file ``.<target>.tmp-<random>`` beside it, created
+    exclusively (never through a link) with the permission bits of the file it replaces, then renamed over it.
 
-    It gets the permission bits of the file it will replace (a resumed or overwritten log keeps its mode), or
-    those of a new file under the process's umask.
+    On any failure (a full disk: ENOSPC, EFBIG) the temporary file is removed and ``target`` is left as it was.
+    ``before_rename`` runs between writing and renaming (the fault-injection hook of the crash tests).
     """
     fd, name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARK}", dir=target.parent)
     try:
-        os.fchmod(fd, file_mode(target))
-    finally:
-        os.close(fd)
-    return Path(name)
+        try:
+            os.fchmod(fd, file_mode(target))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if before_rename is not None:
+            before_rename()
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def hdf5_image(fill: Callable[[h5py.File], None]) -> bytes:
+    """The bytes of an HDF5 file built in memory by ``fill``: HDF5 itself never writes to disk, so a full disk is a
+    plain OSError of `write_atomically`, never an HDF5 library left half-closed."""
+    with h5py.File(f"in-memory-{id(fill)}-{time.monotonic_ns()}", "w", driver="core", backing_store=False) as f:
+        fill(f)
+        f.flush()
+        return f.id.get_file_image()
 
 
 def file_mode(target: Path) -> int:
@@ -79,7 +110,7 @@ def file_mode(target: Path) -> int:
 
 
 def is_temp_of(name: str, target: Path) -> bool:
-    """Is ``name`` exactly a temporary file of ``target`` (as `private_temp` names them)?"""
+    """Is ``name`` exactly a temporary file of ``target`` (as `write_atomically` names them)?"""
     prefix = f".{target.name}{TEMP_MARK}"
     return name.startswith(prefix) and _RANDOM.fullmatch(name[len(prefix):]) is not None
 

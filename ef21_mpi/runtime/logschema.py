@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime.files import private_temp
+from ef21_mpi.runtime.files import hdf5_image, write_atomically
 
 # --- the schema (SPEC 7) -------------------------------------------------------------------------------
 
@@ -163,26 +163,22 @@ class RunLog:
             self.flush(x)
 
     def _write_snapshot(self) -> None:
-        """Write every row to a private temporary file and rename it over the log; on any failure (a full disk
-        included) the temporary file is removed and the previous snapshot stays as it was."""
-        tmp = private_temp(self.path)
-        try:
-            with h5py.File(tmp, "w") as f:
-                for key, value in self.attrs.items():
-                    f.attrs[key] = value
-                f.attrs["rows"] = self.rows
-                f.attrs["updated_at"] = time.time()
-                f.create_dataset("round", data=self.column("round"))
-                for name in self.series_names:
-                    f.create_dataset(name, data=self.column(name))
-                for name in COUNTS:
-                    f.create_dataset(name, data=self.column(name))
-                f.create_dataset("bits_down", data=self.column("bits_down"))
-                f.create_dataset("x_final", data=self.x)
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        """Build the snapshot in memory, then put it over the log atomically (`files.write_atomically`): on any
+        failure, a full disk included, no temporary file stays and the previous snapshot is as it was."""
+        def fill(f: h5py.File) -> None:
+            for key, value in self.attrs.items():
+                f.attrs[key] = value
+            f.attrs["rows"] = self.rows
+            f.attrs["updated_at"] = time.time()
+            f.create_dataset("round", data=self.column("round"))
+            for name in self.series_names:
+                f.create_dataset(name, data=self.column(name))
+            for name in COUNTS:
+                f.create_dataset(name, data=self.column(name))
+            f.create_dataset("bits_down", data=self.column("bits_down"))
+            f.create_dataset("x_final", data=self.x)
+
+        write_atomically(self.path, hdf5_image(fill))
 
     def flush(self, x: np.ndarray, status: str | None = None, **attrs) -> None:
         """Write a complete snapshot and rename it over the log."""

@@ -194,13 +194,30 @@ def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
     try:
         return run_rounds(s.method, s.loop, faults.arm_cluster(cluster), cfg.rounds,
                           log_every=cfg.log_every, tol=cfg.tol, observers=chosen)
-    except BaseException:
+    except BaseException as err:
         for observer in chosen:
             if isinstance(observer, StopSignal):
                 observer.restore()
-        s.log.flush(s.log.x, status="failed")  # whatever happened, the log must not claim to be running
+        full = storage_full(s, err)
+        if full is None:
+            s.log.flush(s.log.x, status="failed")  # whatever happened, the log must not claim to be running
         release(s)
+        if full is not None:
+            raise full from None
         raise
+
+
+def storage_full(s: Start, err: BaseException) -> files.StorageFull | None:
+    """The one-line error for a log or checkpoint write that failed for lack of space (None for other errors).
+
+    Nothing more is written: the last snapshot of the log (status running) and the last checkpoint stay as they
+    were, no temporary file is left, and the run can be resumed once there is room."""
+    if not (isinstance(err, OSError) and err.errno in files.FULL):
+        return None
+    ckpt = checkpoint.checkpoint_path(s.log.path)
+    where = f"the checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was taken yet"
+    return files.StorageFull(f"cannot write {s.log.path} or its checkpoint: {err.strerror}; the last snapshot of the "
+                             f"log and {where}; make room, then continue with: ef21-mpi run --resume {s.log.path}")
 
 
 def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
@@ -240,6 +257,9 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
     exp.release_data()  # the master keeps no shard and no data set
     try:
         outcome = _loop(s, cluster, hooks)
+    except files.StorageFull:
+        cluster.stop()  # the workers wait between rounds: let them go, then say it in one line
+        raise
     except Exception as err:  # noqa: BLE001 -- the log is marked failed; abort the job rather than hang it
         print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
         comm.Abort(1)
