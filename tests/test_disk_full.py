@@ -42,7 +42,7 @@ def tmpfs(tmp_path):
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
     yield mount
-    subprocess.run(["umount", str(mount)], capture_output=True, timeout=30, check=False)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30, check=False)
 
 
 def check_stopped_cleanly(done, out: Path) -> None:

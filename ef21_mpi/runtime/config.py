@@ -17,7 +17,7 @@ SERIAL_WORKERS = 20  # the paper's n
 
 #: Settings that change how a run is executed or stored, but none of its numbers; a resumed run may change them.
 RUNTIME_FIELDS = frozenset({"out", "overwrite", "data_dir", "backend", "quiet", "flush_every", "flush_seconds",
-                            "checkpoint_every", "checkpoint_seconds"})
+                            "checkpoint_every", "checkpoint_seconds", "stall_timeout"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class RunConfig:
     overwrite: bool = False
     backend: str = "auto"
     quiet: bool = False
+    stall_timeout: float | None = None  # MPI: end the job if no round completes for this many seconds
 
     def numbers(self) -> dict:
         """The settings that determine the run's numbers (compared when a run is resumed)."""
@@ -87,6 +88,7 @@ def validate_values(cfg: RunConfig) -> None:
     _positive_finite(cfg.stepsize_multiplier, "--stepsize-multiplier")
     _positive_finite(cfg.flush_seconds, "--flush-seconds")
     _positive_finite(cfg.checkpoint_seconds, "--checkpoint-seconds")
+    _positive_finite(cfg.stall_timeout, "--stall-timeout")
     if not (math.isfinite(cfg.lam) and cfg.lam >= 0):
         raise InputError(f"--lam must be a non-negative finite number, got {cfg.lam!r}")
     if not (math.isfinite(cfg.tol) and cfg.tol >= 0):

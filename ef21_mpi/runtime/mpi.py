@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from ef21_mpi.core.compressors import Compressor
 from ef21_mpi.core.methods import Messages, Method, make_method
 from ef21_mpi.core.problems import make_shards
-from ef21_mpi.runtime import faults
+from ef21_mpi.runtime import faults, watchdog
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
 from ef21_mpi.runtime.loop import RunFailed
 from ef21_mpi.runtime.wire import Slots, pack, unpack
@@ -75,6 +75,7 @@ class WorkerJob:
     ranks: list[range]  # the workers of each worker rank
     batch_size: int | None
     restore: bool  # worker states follow the shards
+    report_progress: bool = False  # send rank 0 each computed round (for its stall watchdog)
 
     def method(self) -> Method:
         return make_method(self.algorithm, self.compressor, self.gamma, self.n, self.d, self.init)
@@ -191,11 +192,12 @@ def serve(comm, wrap_group: Callable | None = None) -> int:
     group = faults.arm_group(group)
     if wrap_group is not None:
         group = wrap_group(group)
-    return _answer_rounds(comm, group, Slots(method, job.n, job.d), len(mine))
+    return _answer_rounds(comm, group, Slots(method, job.n, job.d), len(mine), job.report_progress)
 
 
-def _answer_rounds(comm, group, slots: Slots, m: int) -> int:
+def _answer_rounds(comm, group, slots: Slots, m: int, progress: bool = False) -> int:
     xbuf = np.zeros(slots.d + 1)
+    progress_buf = np.zeros(1, dtype=np.int64)
     send = {key: np.zeros(m * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
     monitors = {key: slots.monitor_rows(buf, key, m) for key, buf in send.items()}  # filled in place
     failed = False
@@ -219,6 +221,8 @@ def _answer_rounds(comm, group, slots: Slots, m: int) -> int:
                                else (group.label, f"{type(err).__name__}: {err}"))
                 text = f"{who} (rank {comm.Get_rank()}) failed in round {t}: {detail}"
                 comm.send((t, text.replace("\n", " ")), dest=0, tag=TAG_ERROR)
+        if progress:
+            watchdog.report_progress(comm, t, progress_buf)
         if failed:
             send[key][:] = 0
         comm.Gatherv(send[key][:slots.block_nbytes(key, logged, m)], None, root=0)

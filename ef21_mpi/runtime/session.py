@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ef21_mpi.core.methods import Method
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime import checkpoint, faults, files
+from ef21_mpi.runtime import checkpoint, faults, files, watchdog
 from ef21_mpi.runtime.config import SERIAL_WORKERS, RunConfig, validate
 from ef21_mpi.runtime.experiment import Experiment, build, log_attributes
 from ef21_mpi.runtime.logschema import RunLog
@@ -252,8 +252,9 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
         raise
     ranks = rank_workers(cfg.workers, worker_ranks)
     job = mpi.WorkerJob(cfg.algorithm, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
-                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None)
+                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None, cfg.stall_timeout is not None)
     cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
+    hooks = guard(comm, s, ranks, hooks)
     exp.release_data()  # the master keeps no shard and no data set
     try:
         outcome = _loop(s, cluster, hooks)
@@ -265,6 +266,12 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
         comm.Abort(1)
     cluster.stop()
     return finish(s, outcome)
+
+
+def guard(comm, s: Start, ranks: list[range], hooks: Hooks) -> Hooks:
+    """Rank 0's watchdog (`runtime.watchdog`): bounded shutdown after a stop signal, and the stall timeout."""
+    dog = watchdog.Watchdog(comm, ranks, watchdog.end_job(comm, s.log, lambda: release(s)), s.cfg.stall_timeout)
+    return replace(hooks, observers=[*hooks.observers, dog])
 
 
 def run(cfg: RunConfig | None, resume: ResumeRequest | None = None, hooks: Hooks | None = None) -> int:
