@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,13 @@ def check_output(output: str | os.PathLike, flag: str = "-o") -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{flag} {output}: folder {folder} does not exist")
+    if output.is_dir():
+        raise InputError(f"{flag} {output} is a folder; expected the path of a figure file")
+    try:  # os.access says yes to root everywhere; creating a file is the real test
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ef21-probe"):
+            pass
+    except OSError as err:
+        raise InputError(f"{flag} {output}: cannot write in folder {folder} ({err.strerror})") from None
 
 
 def matplotlib_figure():
@@ -140,5 +148,8 @@ def _colors(runs: list[Run], omit: tuple[str, ...], with_dataset: bool, one_per_
     return {text: f"C{i % 10}" for i, text in enumerate(labels)}
 
 
-def save(fig, output: Path) -> None:
-    fig.savefig(output, dpi=DPI)
+def save(fig, output: Path, dpi: int = DPI) -> None:
+    try:
+        fig.savefig(output, dpi=dpi)
+    except OSError as err:
+        raise InputError(f"-o {output}: cannot write the figure ({err.strerror or err})") from None
