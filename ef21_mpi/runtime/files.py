@@ -17,6 +17,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -36,15 +37,29 @@ def lock_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
-def acquire_writer_lock(path: Path):
+@dataclass
+class WriterLock:
+    """The open lock file, and whether this process created it (a stale one left by a killed writer is reused)."""
+
+    handle: object
+    created: bool
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def acquire_writer_lock(path: Path) -> WriterLock:
     """Hold an exclusive lock beside the log while a process writes it (released when the process dies).
 
     The lock file is opened without following a symbolic link and must be a regular file (a FIFO or a device
-    planted at its name is refused). Returns the open lock file; raises BlockingIOError when another live
-    process holds it, OSError when the file cannot be created or is not a plain file.
+    planted at its name is refused). Raises BlockingIOError when another live process holds it, OSError when
+    the file cannot be created or is not a plain file.
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(lock_path(path), flags, 0o644)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd, created = os.open(lock_path(path), flags | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        fd, created = os.open(lock_path(path), flags), False
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "the lock's name is taken by something that is not a plain file")
@@ -52,15 +67,17 @@ def acquire_writer_lock(path: Path):
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "r+")
+    return WriterLock(os.fdopen(fd, "r+"), created)
 
 
-def release_writer_lock(path: Path, handle) -> None:
-    """Remove the lock file (it is ours while we hold it) and let go of the lock."""
+def release_writer_lock(path: Path, lock: WriterLock, *, refused: bool = False) -> None:
+    """Remove the lock file (it is ours while we hold it) and let go of the lock. After a refusal (nothing was
+    run) a lock file found at start-up is left as it was found: a refused command changes no file."""
     try:
-        lock_path(path).unlink(missing_ok=True)
+        if lock.created or not refused:
+            lock_path(path).unlink(missing_ok=True)
     finally:
-        handle.close()
+        lock.close()
 
 
 def write_atomically(target: Path, data: bytes, *, sync: bool = False,
@@ -138,6 +155,6 @@ def lock_output(out: Path, overwrite: bool, companions: tuple[Path, ...] = ()):
             raise InputError(f"--out {out} already exists; pass --overwrite to replace it")
         remove_stale_temps([out, *companions])
     except BaseException:
-        release_writer_lock(out, handle)
+        release_writer_lock(out, handle, refused=True)
         raise
     return handle

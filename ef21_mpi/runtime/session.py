@@ -184,7 +184,7 @@ def locked_start(cfg: RunConfig, backend: str, mpi_library: str, world_size: int
     try:
         return start(cfg, build(cfg, cfg.workers), backend, mpi_library, world_size, resume, lock)
     except BaseException:
-        files.release_writer_lock(Path(cfg.out), lock)
+        files.release_writer_lock(Path(cfg.out), lock, refused=True)
         raise
 
 
