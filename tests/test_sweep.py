@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import re
@@ -143,3 +144,68 @@ def test_run_args_say_what_run_config_is(tmp_path, algorithm, k):
     args = build_parser().parse_args(argv[argv.index("run"):])
     parsed = RunConfig(**{name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)})
     assert parsed == replace(config.run_config(out, "some/dir"), backend="serial")
+
+
+# --- issue 17: a sweep never reports a failure as a success; one log per configuration ---------------------
+
+
+def _sweep_argv(out, data, rounds):
+    return ["sweep", "--out-dir", str(out), "--datasets", str(data), "--algorithms", "ef21", "--k", "2",
+            "--rounds", str(rounds), "--workers", "4", "--jobs", "1"]
+
+
+def test_a_refused_run_over_an_older_complete_log_is_a_failure(tmp_path, capsys):
+    """The run with 6 rounds fails on bad data; the 5-round log left from before must not make it 'completed'."""
+    data = tmp_path / "syn.svm"
+    write_libsvm(data)
+    out = tmp_path / "runs"
+    assert main(_sweep_argv(out, data, 5)) == 0
+    log = out / "syn__ef21__top-2__x1.h5"
+    before = log.read_bytes()
+    data.write_text("1 1:1\n1 2:x\n")  # unreadable data now
+    capsys.readouterr()
+    assert main(_sweep_argv(out, data, 6)) == 1
+    captured = capsys.readouterr()
+    assert "1 failed" in captured.out and "completed" not in captured.out.split("finished")[-1]
+    assert "is not a number" in captured.err
+    assert log.read_bytes() == before  # the refused run left the older log alone
+
+
+def test_a_run_refused_by_the_lock_is_a_failure(tmp_path, capsys):
+    data = tmp_path / "syn.svm"
+    write_libsvm(data)
+    out = tmp_path / "runs"
+    assert main(_sweep_argv(out, data, 5)) == 0
+    log = out / "syn__ef21__top-2__x1.h5"
+    with open(out / f".{log.name}.lock", "a") as held:  # another job is writing this log
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        capsys.readouterr()
+        assert main(_sweep_argv(out, data, 6)) == 1
+    captured = capsys.readouterr()
+    assert "1 failed" in captured.out and "being written by a running job" in captured.err
+    assert load_run(log).attrs["rounds_requested"] == 5
+
+
+def test_log_names_are_one_per_configuration(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    write_libsvm(a / "set.train.svm")
+    write_libsvm(b / "set.test.svm", seed=1)
+    with pytest.raises(InputError, match="two configurations would share the log set__ef21__top-1__x1.h5"):
+        validate_grid({**GRID, "datasets": [str(a / "set.train.svm"), str(b / "set.test.svm")]})
+    write_libsvm(a / "phishing.t")
+    with pytest.raises(InputError, match="would share the log phishing__ef21"):
+        validate_grid({**GRID, "datasets": ["phishing", str(a / "phishing.t")]})
+    multipliers = [1.0, 1.0000001, 1e-7, 1.00000001e-7]  # alike under %g
+    names = [c.name for c in expand_grid(["a9a"], ["ef21"], multipliers, [1], 5)]
+    assert len(set(names)) == 4 and names[0] == "a9a__ef21__top-1__x1.h5"
+    validate_grid({**GRID, "multipliers": multipliers})
+
+
+@pytest.mark.parametrize("key, value", [("multipliers", [True]), ("k", [False]), ("rounds", True), ("tol", False),
+                                        ("workers", True), ("log_every", True), ("bits_budget", True),
+                                        ("datasets", [True]), ("datasets", [7])])
+def test_grid_refuses_booleans_and_non_strings(key, value):
+    with pytest.raises(InputError):
+        validate_grid({**GRID, key: value})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,13 @@ def check_output(output: str | os.PathLike, flag: str = "-o") -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{flag} {output}: folder {folder} does not exist")
+    if output.is_dir():
+        raise InputError(f"{flag} {output} is a folder; expected the path of a figure file")
+    try:  # os.access says yes to root everywhere; creating a file is the real test
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ef21-probe"):
+            pass
+    except OSError as err:
+        raise InputError(f"{flag} {output}: cannot write in folder {folder} ({err.strerror})") from None
 
 
 def matplotlib_figure():
@@ -252,4 +260,7 @@ def _draw(ax, curve: Curve, runs: list[Run], y: str, x: str, bits: str) -> None:
 
 
 def save(fig, output: Path, dpi: int | None = None) -> None:
-    fig.savefig(output, dpi=dpi or fig.dpi)
+    try:
+        fig.savefig(output, dpi=dpi or fig.dpi)
+    except OSError as err:
+        raise InputError(f"-o {output}: cannot write the figure ({err.strerror or err})") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -50,7 +51,8 @@ class Config:
         parts = [stem, self.algorithm]
         if method_facts(self.algorithm).compresses:
             parts.append(f"{self.compressor[:-2]}-{self.k}")
-        parts.append(f"x{self.multiplier:g}")
+        short = f"{self.multiplier:g}"
+        parts.append(f"x{short if float(short) == self.multiplier else repr(float(self.multiplier))}")
         return "__".join(parts) + ".h5"
 
     def run_args(self, out: Path, data_dir: str | None) -> list[str]:
@@ -151,21 +153,61 @@ def command(config: Config, out: Path, data_dir: str | None, launcher: str | Non
     return prefix + run + ["--backend", "mpi"]
 
 
+EXIT_STATUS = {0: FINAL_STATUSES[:2], 3: ("diverged",)}  # exit code of `ef21-mpi run` -> the log statuses it means
+
+
 def run_config(config: Config, out_dir: Path, data_dir: str | None = None, launcher: str | None = None) -> Result:
-    """Run one configuration to the end and report the status its log ends with."""
+    """Run one configuration to the end and report how it ended.
+
+    The child's exit status decides: only a run that exited 0 (or 3, diverged) and left a log with the
+    matching final status counts as done; a refused run (bad input, a log locked by another job) is failed
+    whatever log is on disk.
+    """
     out = out_dir / config.name
     started = time.monotonic()
-    proc = subprocess.run(command(config, out, data_dir, launcher), capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(command(config, out, data_dir, launcher), capture_output=True, text=True,
+                              check=False, errors="replace")
+    except OSError as err:
+        return Result(config, "failed", time.monotonic() - started, f"cannot start the run ({err.strerror})")
     seconds = time.monotonic() - started
     message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    if proc.returncode not in EXIT_STATUS:
+        status = "interrupted" if proc.returncode in (130, 143) else "failed"
+        return Result(config, status, seconds, message or f"exit code {proc.returncode}")
     try:
         run = load_run(out)
     except InputError:
         return Result(config, "failed", seconds, message or f"exit code {proc.returncode}, no log written")
-    status = run.status if run.status in (*FINAL_STATUSES, "interrupted") else "failed"  # "running": it died
+    if run.status not in EXIT_STATUS[proc.returncode]:
+        return Result(config, "failed", seconds, f"exit code {proc.returncode} but the log says {run.status}")
     rounds_done = int(run.attrs.get("rounds_done", run.round[-1] if run.rows else 0))
     last = float(run.grad_norm_sq[-1]) if run.rows else None
-    return Result(config, status, seconds, message if status != "completed" else "", rounds_done, last)
+    return Result(config, run.status, seconds, "", rounds_done, last)
+
+
+def check_names(configs: list[Config]) -> None:
+    """Every configuration must get its own log: refuse a grid where two of them would share a file name."""
+    seen: dict[str, Config] = {}
+    for config in configs:
+        other = seen.setdefault(config.name, config)
+        if other is not config:
+            raise InputError(f"two configurations would share the log {config.name}: data sets {other.dataset!r} "
+                             f"and {config.dataset!r}, multipliers {other.multiplier!r} and {config.multiplier!r}; "
+                             "rename a data file or sweep them in separate --out-dir folders")
+
+
+def check_launcher(launcher: str) -> list[str]:
+    """A launcher template must parse, use only {n} and {n+1}, and name a program that exists."""
+    try:
+        prefix = shlex.split(launcher.format(**{"n": 1, "n+1": 2}))
+    except (KeyError, IndexError, ValueError) as err:
+        raise InputError(f"--launcher {launcher!r}: expected a command using only {{n}} and {{n+1}} ({err})") from None
+    if not prefix:
+        raise InputError("--launcher is empty; give a command such as 'mpiexec -n {n+1}'")
+    if shutil.which(prefix[0]) is None:
+        raise InputError(f"--launcher {launcher!r}: program {prefix[0]!r} not found")
+    return prefix
 
 
 def describe(result: Result) -> str:
@@ -239,6 +281,8 @@ def validate_grid(grid: dict) -> None:
     if not grid.get("datasets"):
         raise InputError("no data sets: give --datasets (or 'datasets' in --grid)")
     for dataset in grid["datasets"]:
+        if not isinstance(dataset, str) or not dataset:
+            raise InputError(f"data set {dataset!r} must be a non-empty string (a registered name or a file)")
         if dataset not in REGISTRY and not Path(dataset).is_file():
             raise InputError(f"data set {dataset!r} is neither a registered name ({', '.join(REGISTRY)}) nor a file")
     if "ef21-sgd" in grid["algorithms"]:
@@ -271,6 +315,7 @@ def validate_grid(grid: dict) -> None:
             validate_values(config.run_config(Path(config.name)))
         except InputError as err:
             raise InputError(f"sweep configuration {config.name}: {err}") from None
+    check_names(expand_grid(grid["datasets"], grid["algorithms"], grid["multipliers"], grid["k"], 1))
     for k in grid["k"]:
         for dataset in grid["datasets"]:
             d = dimension(dataset)

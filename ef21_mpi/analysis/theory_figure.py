@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ef21_mpi.analysis.figures import check_output, matplotlib_figure
+from ef21_mpi.analysis.figures import check_output, matplotlib_figure, save
 from ef21_mpi.analysis.theory import theory_report
 from ef21_mpi.errors import InputError
 
@@ -60,5 +60,5 @@ def plot_theory(paths: Sequence[str | os.PathLike], out: str | os.PathLike, f_in
         _draw(ax, r)
     for ax in axes[len(reports):]:
         ax.set_visible(False)
-    fig.savefig(out, dpi=100)
+    save(fig, out, dpi=100)
     return out

@@ -80,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: MPI when launched with more than one rank")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--stall-timeout", type=float, metavar="SECONDS", help="under MPI: end the job (status failed) "
+                   "when no round completes for SECONDS, naming the worker rank that made no progress (default: off)")
     p.set_defaults(handler=cmd_run)
     p.set_defaults(defaults={a.dest: a.default for a in p._actions})
 

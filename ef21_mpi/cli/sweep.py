@@ -7,7 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from ef21_mpi.analysis.sweep import DEFAULTS, GRID_KEYS, expand_grid, log_state, run_sweep, validate_grid
+from ef21_mpi.analysis.sweep import (
+    DEFAULTS,
+    GRID_KEYS,
+    check_launcher,
+    expand_grid,
+    log_state,
+    run_sweep,
+    validate_grid,
+)
 from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
 
@@ -50,12 +58,18 @@ def _split(text: str, kind, flag: str) -> list:
 def read_grid(path: str) -> dict:
     """The JSON grid file as a dict of GRID_KEYS (hyphens or underscores); lists may also be scalars."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             grid = json.load(f)
     except FileNotFoundError:
         raise InputError(f"--grid {path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"--grid {path} is a folder; expected a JSON file") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"--grid {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise InputError(f"--grid {path}: not valid JSON ({err})") from None
+    except (OSError, RecursionError) as err:
+        raise InputError(f"--grid {path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
     if not isinstance(grid, dict):
         raise InputError(f"--grid {path}: expected a JSON object with keys such as datasets, algorithms")
     grid = {key.replace("-", "_"): value for key, value in grid.items()}
@@ -91,10 +105,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     if args.launcher is not None:
-        try:
-            args.launcher.format(**{"n": 1, "n+1": 2})
-        except (KeyError, IndexError, ValueError) as err:
-            raise InputError(f"--launcher {args.launcher!r}: only {{n}} and {{n+1}} may be used ({err})") from None
+        check_launcher(args.launcher)
     configs = expand_grid(grid["datasets"], grid["algorithms"], grid["multipliers"], grid["k"], grid.get("rounds"),
                           tol=float(grid["tol"]), bits_budget=grid.get("bits_budget"),
                           log_every=grid["log_every"], workers=grid["workers"])

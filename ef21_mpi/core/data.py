@@ -15,6 +15,7 @@ import lzma
 import math
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -81,7 +82,7 @@ def read_uncompressed(path: str | os.PathLike) -> bytes:
         return raw
     try:
         return decompress(raw)
-    except (OSError, EOFError, ValueError, lzma.LZMAError) as err:
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as err:
         raise ValueError(f"cannot decompress {p}: {err}; expected a valid {suffix} file") from None
 
 
@@ -101,6 +102,7 @@ def file_stem(path: str | os.PathLike) -> str:
 def parse_libsvm(data: bytes, path: str, d: int | None = None, name: str | None = None) -> Dataset:
     """Parse uncompressed LibSVM bytes; ``path`` is used in error messages and recorded in the result."""
     _check_dimension(d)
+    _check_line_endings(data, path)
     rows = _parse_fast(_COMMENT.sub(b"", data) if b"#" in data else data, d)
     if rows is None:
         rows = _parse_slow(data, path, d)
@@ -132,6 +134,17 @@ def parse_libsvm(data: bytes, path: str, d: int | None = None, name: str | None 
         d=int(d),
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def _check_line_endings(data: bytes, path: str) -> None:
+    """A CR not followed by LF (old Mac line endings) would glue lines together; say so instead of a parse error."""
+    at = data.find(b"\r")
+    while at != -1 and data[at + 1:at + 2] == b"\n":
+        at = data.find(b"\r", at + 1)
+    if at != -1:
+        line = data.count(b"\n", 0, at) + 1
+        raise ValueError(f"{path}:{line}: a carriage return (CR) ends a line without a line feed; LibSVM files "
+                         "use LF (or CRLF) line endings: convert the file (e.g. tr '\\r' '\\n')")
 
 
 def _check_dimension(d: int | None) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import hashlib
 import http.client
 import os
+import stat
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -87,10 +89,19 @@ def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> P
             f"run 'ef21-mpi data fetch {name}' or copy the file there by hand (see data/README.md)"
         )
     path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        raise ValueError(f"data set path is a directory, expected a LibSVM file: {path}")
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"data set path {path} is a loop of symbolic links") from None
+        if err.errno == errno.ENAMETOOLONG:
+            raise ValueError(f"data set path {path}: a name in it is too long for the file system") from None
+    else:
+        if stat.S_ISREG(mode):
+            return path
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"data set path is a directory, expected a LibSVM file: {path}")
+        raise ValueError(f"data set path {path} is not a regular file (a FIFO, socket or device)")
     raise ValueError(f"unknown data set {name!r}: no such file, and not one of {', '.join(REGISTRY)}")
 
 

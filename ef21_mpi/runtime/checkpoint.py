@@ -6,12 +6,17 @@ method's own state types (`core.methods`): nothing is guessed. Worker states tra
 with a leading worker axis (generators as their JSON state), so a serial run can be resumed under MPI and
 vice versa, and a resumed run is bit-identical to an uninterrupted one.
 
-Atomicity: the file is written under a temporary name, synced, then renamed over the previous
-checkpoint; a crash at any point leaves the previous checkpoint valid.
+Atomicity: the file is written under a private temporary name (created exclusively, see `files`), synced,
+then renamed over the previous checkpoint; a crash at any point leaves the previous checkpoint valid.
+
+Integrity: the file carries a sha256 ``digest`` of every attribute (its run's identity: the configuration and
+the data set's sha256, the round counter) and every array; a checkpoint whose digest does not match, or whose
+shapes, dtypes or round counter do not fit the run, is refused with one line (`load`, `check_shapes`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -23,6 +28,7 @@ import numpy as np
 
 from ef21_mpi.core.methods import Master, Workers
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.files import hdf5_image, write_atomically
 from ef21_mpi.runtime.loop import LoopState
 
 FORMAT_VERSION = 2
@@ -107,40 +113,142 @@ class Checkpoint:
     dataset_sha256: str
 
 
-def save(path: Path, ckpt: Checkpoint, before_rename: Callable[[], None] | None = None) -> None:
-    """Write ``ckpt`` to ``path`` atomically (``before_rename`` is the fault-injection hook for tests)."""
+def _contents(ckpt: Checkpoint) -> tuple[dict, dict[str, np.ndarray]]:
+    """The attributes and datasets a checkpoint file holds (the digest covers exactly these)."""
     loop = ckpt.loop
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
-        f.attrs.update({"format_version": FORMAT_VERSION, "round": loop.t, "log_rows": loop.log_rows,
-                        "bits_down": loop.bits_down, "wall_offset": loop.wall_offset,
-                        "config": json.dumps(ckpt.config, sort_keys=True), "dataset_sha256": ckpt.dataset_sha256})
-        f["bits_up"], f["coords_up"] = loop.bits_up, loop.coords_up
-        for key, value in master_arrays(loop.master).items():
-            f[f"master/{key}"] = value.astype(h5py.string_dtype()) if value.dtype.kind in "OU" else value
-        for key, value in ckpt.workers.items():
-            f[f"workers/{key}"] = value.astype(h5py.string_dtype()) if value.dtype == object else value
-        f.flush()
-        os.fsync(f.id.get_vfd_handle())
-    if before_rename is not None:
-        before_rename()
-    os.replace(tmp, path)
+    attrs = {"format_version": FORMAT_VERSION, "round": int(loop.t), "log_rows": int(loop.log_rows),
+             "bits_down": int(loop.bits_down), "wall_offset": float(loop.wall_offset),
+             "config": json.dumps(ckpt.config, sort_keys=True), "dataset_sha256": str(ckpt.dataset_sha256)}
+    arrays = {"bits_up": np.asarray(loop.bits_up), "coords_up": np.asarray(loop.coords_up)}
+    arrays |= {f"master/{key}": value for key, value in master_arrays(loop.master).items()}
+    arrays |= {f"workers/{key}": np.asarray(value) for key, value in ckpt.workers.items()}
+    return attrs, arrays
 
 
-def load(path: Path, master_template: Master) -> Checkpoint:
-    """Read a checkpoint; the master state comes back in the type of ``master_template``."""
+def digest(attrs: dict, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of every attribute (the run's identity: configuration and data set) and every array (dtype, shape,
+    bytes; text arrays as their strings), in a fixed order."""
+    h = hashlib.sha256()
+    for key in sorted(attrs):
+        h.update(f"{key}={attrs[key]!r}\n".encode())
+    for key in sorted(arrays):
+        value = arrays[key]
+        if value.dtype.kind in "OSU":
+            body = "\0".join(v.decode() if isinstance(v, bytes) else str(v) for v in value.ravel()).encode()
+            kind = "text"
+        else:
+            body, kind = np.ascontiguousarray(value).tobytes(), value.dtype.str
+        h.update(f"{key}:{kind}:{value.shape}:{len(body)}\n".encode())
+        h.update(body)
+    return h.hexdigest()
+
+
+def save(path: Path, ckpt: Checkpoint, before_rename: Callable[[], None] | None = None) -> None:
+    """Write ``ckpt`` to ``path`` atomically, with its digest (``before_rename``: the fault-injection hook)."""
+    attrs, arrays = _contents(ckpt)
+
+    def fill(f: h5py.File) -> None:
+        f.attrs.update(attrs)
+        f.attrs["digest"] = digest(attrs, arrays)
+        for key, value in arrays.items():
+            f[key] = value.astype(h5py.string_dtype()) if value.dtype.kind in "OU" else value
+
+    write_atomically(path, hdf5_image(fill), sync=True, before_rename=before_rename)
+
+
+def _read_arrays(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of the file (links refused, sizes bounded by the file's), strings decoded."""
+    arrays = {}
+
+    def visit(name: str, group: h5py.Group, prefix: str) -> None:
+        link = group.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise InputError(f"checkpoint {path}: {prefix}{name} is a link; a checkpoint holds no links")
+        obj = group[name]
+        if isinstance(obj, h5py.Group):
+            for child in obj:
+                visit(child, obj, f"{prefix}{name}/")
+            return
+        if obj.size * obj.dtype.itemsize > os.path.getsize(path):
+            raise InputError(f"checkpoint {path}: {prefix}{name} declares more data than the file holds")
+        value = obj[()]
+        if obj.dtype.kind == "O" or h5py.check_string_dtype(obj.dtype) is not None:
+            value = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in np.ravel(value)],
+                             dtype=object).reshape(obj.shape)
+        arrays[f"{prefix}{name}"] = np.asarray(value)
+
+    for name in f:
+        visit(name, f, "")
+    return arrays
+
+
+def read_contents(path: Path) -> tuple[dict, dict[str, np.ndarray], str]:
+    """A checkpoint file's attributes, arrays and stored digest, as `digest` takes them (nothing checked yet)."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format_version") != FORMAT_VERSION:
                 raise InputError(f"{path} is not an ef21-mpi checkpoint (format {FORMAT_VERSION})")
-            master = restore_master(master_template, {key: f["master"][key][()] for key in f["master"]})
-            workers = {key: f["workers"][key][()] for key in f["workers"]}
-            if RNG_FIELD in workers:
-                workers[RNG_FIELD] = np.array([s.decode() if isinstance(s, bytes) else s for s in workers[RNG_FIELD]],
-                                              dtype=object)
-            loop = LoopState(t=int(f.attrs["round"]), master=master, bits_up=f["bits_up"][()],
-                             coords_up=f["coords_up"][()], bits_down=int(f.attrs["bits_down"]),
-                             log_rows=int(f.attrs["log_rows"]), wall_offset=float(f.attrs["wall_offset"]))
-            return Checkpoint(loop, workers, json.loads(f.attrs["config"]), str(f.attrs["dataset_sha256"]))
-    except (OSError, KeyError) as err:
-        raise InputError(f"cannot read checkpoint {path}: {err}") from err
+            raw = {key: f.attrs[key] for key in f.attrs}
+            arrays = _read_arrays(f, path)
+        attrs = {"format_version": int(raw["format_version"]), "round": int(raw["round"]),
+                 "log_rows": int(raw["log_rows"]), "bits_down": int(raw["bits_down"]),
+                 "wall_offset": float(raw["wall_offset"]), "config": _text(raw["config"]),
+                 "dataset_sha256": _text(raw["dataset_sha256"])}
+        return attrs, arrays, _text(raw["digest"])
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise InputError(f"cannot read checkpoint {path}: {' '.join(str(err).split())}") from None
+
+
+def load(path: Path, master_template: Master) -> Checkpoint:
+    """Read a checkpoint and check its digest; the master state comes back in the type of ``master_template``."""
+    attrs, arrays, stored = read_contents(path)
+    if digest(attrs, arrays) != stored:
+        raise InputError(f"checkpoint {path} fails its digest check (its contents were changed or damaged)")
+    try:
+        master = restore_master(master_template, {k[7:]: v for k, v in arrays.items() if k.startswith("master/")})
+        workers = {k[8:]: v for k, v in arrays.items() if k.startswith("workers/")}
+        loop = LoopState(t=attrs["round"], master=master, bits_up=arrays["bits_up"], coords_up=arrays["coords_up"],
+                         bits_down=attrs["bits_down"], log_rows=attrs["log_rows"], wall_offset=attrs["wall_offset"])
+        return Checkpoint(loop, workers, json.loads(attrs["config"]), attrs["dataset_sha256"])
+    except (KeyError, ValueError) as err:
+        raise InputError(f"cannot read checkpoint {path}: {' '.join(str(err).split())}") from None
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if not isinstance(value, str):
+        raise TypeError(f"expected a text attribute, got {type(value).__name__}")
+    return value
+
+
+def check_shapes(path: Path, ckpt: Checkpoint, template: LoopState, n: int, rounds: int) -> None:
+    """Refuse a checkpoint whose state does not fit the run: shapes and dtypes of the master's and the workers'
+    state, the per-worker counters, and the round counter."""
+    problems = []
+    for f in fields(template.master):
+        want, got = np.asarray(getattr(template.master, f.name)), np.asarray(getattr(ckpt.loop.master, f.name))
+        if want.shape != got.shape or want.dtype != got.dtype:
+            problems.append(f"master {f.name} is {got.dtype} {got.shape}, expected {want.dtype} {want.shape}")
+    for key in ("bits_up", "coords_up"):
+        got = np.asarray(getattr(ckpt.loop, key))
+        if got.shape != (n,) or got.dtype.kind != "i":
+            problems.append(f"{key} is {got.dtype} {got.shape}, expected int64 ({n},)")
+    d = np.asarray(template.master.x).shape
+    for key, value in ckpt.workers.items():
+        if key == RNG_FIELD:
+            ok = value.shape == (n,) and value.dtype == object
+        elif value.dtype.kind == "f":
+            ok = value.shape == (n, *d) and value.dtype == np.float64
+        else:
+            ok = value.ndim >= 1 and value.shape[0] == n
+        if not ok:
+            problems.append(f"worker state {key} is {value.dtype} {value.shape}, expected {n} workers")
+    if not 0 <= ckpt.loop.t < rounds:  # a checkpoint follows a round before the last
+        problems.append(f"round {ckpt.loop.t} is outside 0..{rounds - 1}")
+    if ckpt.loop.log_rows < 0 or ckpt.loop.bits_down < 0:
+        problems.append("negative counters")
+    if problems:
+        raise InputError(f"checkpoint {path} does not fit this run: {'; '.join(problems)}")

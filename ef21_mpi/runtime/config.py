@@ -14,11 +14,14 @@ from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError, from_core
 
 BACKENDS = ("auto", "serial", "mpi")
+INT64_MAX = 2**63 - 1  # integers are stored as int64 in the log
+NAME_MAX = 255  # bytes in one file name (Linux, macOS)
+TEMP_EXTRA = len(".") + len(".tmp-") + 8  # the longest name beside a log: its temporary files
 SERIAL_WORKERS = 20  # the paper's n
 
 #: Settings that change how a run is executed or stored, but none of its numbers; a resumed run may change them.
 RUNTIME_FIELDS = frozenset({"out", "overwrite", "data_dir", "backend", "quiet", "flush_every", "flush_seconds",
-                            "checkpoint_every", "checkpoint_seconds"})
+                            "checkpoint_every", "checkpoint_seconds", "stall_timeout"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class RunConfig:
     overwrite: bool = False
     backend: str = "auto"
     quiet: bool = False
+    stall_timeout: float | None = None  # MPI: end the job if no round completes for this many seconds
 
     def numbers(self) -> dict:
         """The settings that determine the run's numbers (compared when a run is resumed), as JSON-ready values.
@@ -150,6 +154,7 @@ def validate_values(cfg: RunConfig) -> None:
     _positive_finite(cfg.stepsize_multiplier, "--stepsize-multiplier")
     _positive_finite(cfg.flush_seconds, "--flush-seconds")
     _positive_finite(cfg.checkpoint_seconds, "--checkpoint-seconds")
+    _positive_finite(cfg.stall_timeout, "--stall-timeout")
     if not (math.isfinite(cfg.lam) and cfg.lam >= 0):
         raise InputError(f"--lam must be a non-negative finite number, got {cfg.lam!r}")
     if not (math.isfinite(cfg.tol) and cfg.tol >= 0):
@@ -159,6 +164,13 @@ def validate_values(cfg: RunConfig) -> None:
     for flag, value in (("--rounds", cfg.rounds), ("--seed", cfg.seed)):
         if value < 0:
             raise InputError(f"{flag} must be non-negative, got {value}")
+    for flag, value in (("--rounds", cfg.rounds), ("--seed", cfg.seed), ("--k", cfg.k), ("--workers", cfg.workers),
+                        ("--log-every", cfg.log_every), ("--flush-every", cfg.flush_every),
+                        ("--batch-size", cfg.batch_size), ("--checkpoint-every", cfg.checkpoint_every)):
+        if value is not None and value > INT64_MAX:
+            raise InputError(f"{flag} {value} is beyond the largest value a log can hold ({INT64_MAX})")
+    for flag, path in (("--dataset", cfg.dataset), ("--out", cfg.out), ("--x0", cfg.x0), ("--data-dir", cfg.data_dir)):
+        _utf8_path(path, flag)
     for flag, value in (("--workers", cfg.workers), ("--log-every", cfg.log_every), ("--flush-every", cfg.flush_every),
                         ("--batch-size", cfg.batch_size), ("--checkpoint-every", cfg.checkpoint_every)):
         if value is not None and value < 1:
@@ -201,9 +213,24 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _utf8_path(path: str | None, flag: str) -> None:
+    """Paths go into the log as text: they must be valid UTF-8 (a name with other bytes arrives as surrogates)."""
+    if path is None:
+        return
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "backslashreplace").decode()
+        raise InputError(f"{flag} {shown}: the path is not valid UTF-8; rename it") from None
+
+
 def check_output_path(out: str, overwrite: bool) -> None:
     """The log's folder must exist and accept a new file, and an existing log is only replaced on request."""
     path = Path(out)
+    size = len(path.name.encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX - TEMP_EXTRA:
+        raise InputError(f"--out {out}: the file name is {size} bytes; at most {NAME_MAX - TEMP_EXTRA} are allowed "
+                         f"(its temporary files add {TEMP_EXTRA} to it, and the file system allows {NAME_MAX})")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.exists():
         raise InputError(f"--out {out}: folder {folder} does not exist")
@@ -214,7 +241,7 @@ def check_output_path(out: str, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise InputError(f"--out {out} already exists; pass --overwrite to replace it")
     try:  # os.access says yes to root everywhere; creating a file is the real test
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.probe"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ef21-probe"):
             pass
     except OSError as err:
         raise InputError(f"--out {out}: folder {folder} is not writable ({err.strerror})") from None

@@ -7,6 +7,8 @@ shard). Everything is a pure function of the configuration and the data, so ever
 from __future__ import annotations
 
 import json
+import math
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -74,13 +76,34 @@ def make_x0(spec: str, d: int, rng: np.random.Generator) -> np.ndarray:
     try:
         x0 = np.load(spec, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"--x0 {spec}: cannot read it ({err}); expected a numeric vector of shape ({d},)") from None
-    if x0.shape != (d,) or not np.issubdtype(x0.dtype, np.number):
+        reason = " ".join(str(err).split())  # numpy's messages run over several lines
+        raise InputError(f"--x0 {spec}: cannot read it ({reason}); expected a numeric vector of shape ({d},)") from None
+    if not isinstance(x0, np.ndarray):  # a .npz archive under a .npy name
+        x0.close()
+        raise InputError(f"--x0 {spec}: is a .npz archive, not a .npy array; expected a vector of shape ({d},)")
+    if x0.shape != (d,) or x0.dtype.kind not in "fiu":
         raise InputError(f"--x0 {spec}: expected a numeric vector of shape ({d},), got {x0.dtype} {x0.shape}")
     x0 = x0.astype(np.float64)
     if not np.isfinite(x0).all():
         raise InputError(f"--x0 {spec}: contains NaN or infinite entries")
     return x0
+
+
+def too_large(dataset, cfg: RunConfig, what: str) -> str:
+    return (f"{dataset.path}: the smoothness constants and the stepsize cannot be computed in float64 with these "
+            f"feature values and --lam {cfg.lam} ({what}); rescale the data or choose a smaller --lam")
+
+
+def check_memory(name: str, n: int, d: int) -> None:
+    """Refuse a dimension whose per-worker state (n x d float64, a few copies) cannot fit in this machine."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    need = 3 * 8 * n * d  # g_i (or e_i), the master's mirror (EF21+), a gradient block
+    if need > physical:
+        raise InputError(f"data set {name} has d = {d} features: {n} workers' state needs about {need / 2**30:.1f} "
+                         f"GiB, more than this machine's {physical / 2**30:.1f} GiB; check the file's feature indices")
 
 
 def build(cfg: RunConfig, n_workers: int) -> Experiment:
@@ -101,14 +124,26 @@ def _build(cfg: RunConfig, n_workers: int) -> Experiment:
     A, y = (dataset.A, dataset.y) if order is None else (dataset.A[order], dataset.y[order])
     bounds = shard_bounds(dataset.N, n_workers)
     shards = [(sp.csr_matrix(A[lo:hi]), np.ascontiguousarray(y[lo:hi])) for lo, hi in bounds]
-    constants = smoothness_constants(cfg.problem, shards, cfg.lam)
+    check_memory(dataset.name, n_workers, dataset.d)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            constants = smoothness_constants(cfg.problem, shards, cfg.lam)
+    except (np.linalg.LinAlgError, ZeroDivisionError, OverflowError, FloatingPointError) as err:
+        raise InputError(too_large(dataset, cfg, f"{type(err).__name__}: {err}")) from None
     if constants.mu is not None and cfg.stepsize is None and not constants.mu > 1e-12 * constants.L:
         raise InputError(f"--problem least-squares: f is not strongly convex on {dataset.name} with --lam {cfg.lam} "
                          f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
     method_class = plugins.resolve_method(cfg.algorithm)
     compressor = make_compressor(cfg, method_class, dataset.d)
-    th = theory(as_contractive(compressor).alpha, constants.L, constants.L_tilde, constants.mu)  # alpha = 1/(omega+1)
+    try:
+        th = theory(as_contractive(compressor).alpha, constants.L, constants.L_tilde, constants.mu)  # alpha = 1/(omega+1)
+    except (ZeroDivisionError, OverflowError, FloatingPointError) as err:
+        raise InputError(too_large(dataset, cfg, f"{type(err).__name__}: {err}")) from None
     gamma = cfg.stepsize if cfg.stepsize is not None else cfg.stepsize_multiplier * th.gamma_theory
+    numbers = {"L": constants.L, "L_tilde": constants.L_tilde, "gamma_theory": th.gamma_theory, "gamma": gamma}
+    bad = [f"{k} = {v!r}" for k, v in numbers.items() if not (math.isfinite(v) and (k != "gamma" or v > 0))]
+    if bad:
+        raise InputError(too_large(dataset, cfg, ", ".join(bad)))
     if method_class.minibatch:
         smallest = min(hi - lo for lo, hi in bounds)
         if cfg.batch_size > smallest:

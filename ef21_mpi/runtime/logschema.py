@@ -17,8 +17,10 @@ log can never take more than about a tenth of the run.
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import os
+import stat
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ import h5py
 import numpy as np
 
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.files import hdf5_image, write_atomically
 
 # --- the schema (SPEC 7) -------------------------------------------------------------------------------
 
@@ -54,26 +57,31 @@ REQUIRED_ATTRS = (
 PL_ATTRS = ("mu", "f_star")  # also required when the problem is PL (least squares)
 IDENTITY_ATTRS = ("algorithm",)  # what a reader asks of a file before calling it a run log
 
+#: The type every known root attribute must have (a reader refuses a file where one has another).
+ATTR_KINDS = {
+    **dict.fromkeys(("algorithm", "compressor", "problem", "dataset", "dataset_path", "dataset_sha256", "init", "x0",
+                     "backend", "mpi_library", "package_version", "command_line", "status", "config",
+                     "resume_history"), "text"),
+    **dict.fromkeys(("k", "N", "d", "n_workers", "seed", "rounds_requested", "log_every", "world_size", "rows",
+                     "rounds_done", "batch_size"), "int"),
+    **dict.fromkeys(("alpha", "theta", "beta", "gamma", "gamma_theory", "stepsize_multiplier", "lam", "L", "L_tilde",
+                     "tol", "mu", "f_star", "elapsed_seconds", "updated_at"), "real"),
+    **dict.fromkeys(("stepsize_override", "shuffle"), "bool"),
+    "shard_sizes": "ints", "L_i": "reals",
+}
+_KIND_TEST = {
+    "text": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "real": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)),
+    "ints": lambda v: isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "iu",
+    "reals": lambda v: isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in "fiu",
+}
+_KIND_WORDS = {"text": "a string", "int": "an integer", "real": "a number", "bool": "a boolean",
+               "ints": "a vector of integers", "reals": "a vector of numbers"}
+
 STATUSES = ("running", "completed", "converged", "diverged", "interrupted", "failed")
 FINAL_STATUSES = ("completed", "converged", "diverged")  # a run with one of these has nothing left to do
-
-
-def lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
-def acquire_writer_lock(path: Path):
-    """Hold an exclusive lock beside the log while a process writes it (released when the process dies).
-
-    Returns the open lock file, or raises BlockingIOError when another live process holds it.
-    """
-    handle = open(lock_path(path), "a")  # noqa: SIM115 -- kept open for the life of the run
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise
-    return handle
 
 
 class RunLog:
@@ -97,6 +105,7 @@ class RunLog:
         self._last_flush = time.monotonic()
         self._last_write_cost = 0.0
         self._rows_at_flush = 0
+        self.writing = threading.Lock()  # held while a snapshot is written (a shutdown watchdog waits for it)
 
     def _grow(self) -> None:
         self._capacity *= 2
@@ -120,8 +129,13 @@ class RunLog:
 
     def load_rows(self, path: Path, rows: int) -> None:
         """Take the first ``rows`` rows of an existing log (a resumed run continues its log)."""
-        with h5py.File(path, "r") as f:
-            columns = {name: f[name][:rows] for name in ("round", "bits_down", *COUNTS, *self.series_names)}
+        names = ("round", "bits_down", *COUNTS, *self.series_names)
+        log = read_log(path, need=names)
+        if log.rows < rows or any(log[name].dtype.kind != "f" for name in self.series_names) \
+                or log["bits_up"].shape[1:] != (self.n,):
+            raise InputError(f"--resume {path}: the log's columns do not fit its checkpoint ({rows} rows of "
+                             f"{self.n} workers expected)")
+        columns = {name: log[name][:rows] for name in names}
         while self._capacity < rows:
             self._grow()
         self._round[:rows] = columns["round"]
@@ -153,18 +167,10 @@ class RunLog:
         if due_by_rows or due_by_time:
             self.flush(x)
 
-    def flush(self, x: np.ndarray, status: str | None = None, **attrs) -> None:
-        """Write a complete snapshot and rename it over the log."""
-        started = time.monotonic()
-        self.x = np.array(x, dtype=DTYPES["x_final"], copy=True)
-        if status is not None:
-            if status not in STATUSES:
-                raise ValueError(f"run log status {status!r} is not one of {', '.join(STATUSES)}")
-            self.attrs["status"] = status
-        self.attrs.update(attrs)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        # HDF5 >= 1.8 format: attributes past 64 KiB (L_i and shard_sizes of 10^4 workers) go to dense storage
-        with h5py.File(tmp, "w", libver=("v108", "latest")) as f:
+    def _write_snapshot(self) -> None:
+        """Build the snapshot in memory, then put it over the log atomically (`files.write_atomically`): on any
+        failure, a full disk included, no temporary file stays and the previous snapshot is as it was."""
+        def fill(f: h5py.File) -> None:
             for key, value in self.attrs.items():
                 f.attrs[key] = value
             f.attrs["rows"] = self.rows
@@ -177,11 +183,20 @@ class RunLog:
             f.create_dataset("bits_down", data=self.column("bits_down"))
             f.create_dataset("x_final", data=self.x)
             label_axes(f, self.series_names, self.n, self.d)
-        try:
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        write_atomically(self.path, hdf5_image(fill))
+
+    def flush(self, x: np.ndarray, status: str | None = None, **attrs) -> None:
+        """Write a complete snapshot and rename it over the log."""
+        started = time.monotonic()
+        self.x = np.array(x, dtype=DTYPES["x_final"], copy=True)
+        if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"run log status {status!r} is not one of {', '.join(STATUSES)}")
+            self.attrs["status"] = status
+        self.attrs.update(attrs)
+        with self.writing:
+            self._write_snapshot()
         self._last_flush = time.monotonic()
         self._last_write_cost = self._last_flush - started
         self._rows_at_flush = self.rows
@@ -252,23 +267,48 @@ def plain(value):
         return value.decode()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU" and value.ndim == 0:
+        return plain(value[()])
     return value
 
 
 def _open(path: Path, read: Callable[[h5py.File, Path], object]):
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    problem = not_a_plain_file(path)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     try:
         with h5py.File(path, "r") as f:
             return read(f, path)
     except OSError:
         time.sleep(0.05)  # the writer may have been renaming a new snapshot over the file: try once more
+    except (KeyError, TypeError, ValueError, RuntimeError, MemoryError, RecursionError) as err:
+        raise InputError(f"{path}: not a readable run log ({_one_line(err)})") from None
     try:
         with h5py.File(path, "r") as f:
             return read(f, path)
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, MemoryError, RecursionError) as err:
+        raise InputError(f"{path}: not an HDF5 file, or it cannot be read ({_one_line(err)})") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__  # one line, whatever HDF5 says
+
+
+def not_a_plain_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (missing, a folder, a FIFO, a link loop, ...), or None if it can."""
+    try:
+        mode = os.stat(path).st_mode
     except OSError as err:
-        reason = " ".join(str(err).split())  # one line, whatever HDF5 says
-        raise InputError(f"{path}: not an HDF5 file, or it cannot be read ({reason})") from None
+        if err.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        if err.errno == errno.ENAMETOOLONG:
+            return "the name is too long for the file system"
+        return "no such file" if err.errno == errno.ENOENT else f"cannot be read ({err.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
 
 
 def _attributes(f: h5py.File, path: Path, missing_datasets: Sequence[str], need_attrs: Sequence[str]) -> dict:
@@ -278,6 +318,11 @@ def _attributes(f: h5py.File, path: Path, missing_datasets: Sequence[str], need_
         parts = ([f"datasets {', '.join(missing_datasets)}"] if missing_datasets else []) + (
             [f"attributes {', '.join(missing_attrs)}"] if missing_attrs else [])
         raise InputError(f"{path}: not an ef21-mpi run log (missing {'; '.join(parts)})")
+    for key, value in attrs.items():
+        kind = ATTR_KINDS.get(key)
+        if kind is not None and not _KIND_TEST[kind](value):
+            shown = repr(value) if len(repr(value)) < 60 else f"{type(value).__name__} of {np.size(value)} values"
+            raise InputError(f"{path}: attribute {key} is {shown}; a run log has {_KIND_WORDS[kind]} there")
     if "status" in attrs and attrs["status"] not in STATUSES:
         raise InputError(f"{path}: status {attrs['status']!r} is not one of {', '.join(STATUSES)}")
     return attrs
@@ -291,7 +336,13 @@ def _dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset | None:
     if not isinstance(link, h5py.HardLink):
         raise InputError(f"{path}: {name} is an HDF5 {type(link).__name__}; a run log's datasets are not links")
     obj = f[name]
-    return obj if isinstance(obj, h5py.Dataset) else None
+    if not isinstance(obj, h5py.Dataset):
+        return None
+    declared = obj.size * obj.dtype.itemsize
+    if declared > os.path.getsize(path):  # a run log's datasets are stored uncompressed
+        raise InputError(f"{path}: dataset {name} declares {declared} bytes, more than the file's "
+                         f"{os.path.getsize(path)}; not a run log")
+    return obj
 
 
 def _read(f: h5py.File, path: Path, need: Sequence[str], need_attrs: Sequence[str]) -> LogData:
@@ -305,9 +356,12 @@ def _read(f: h5py.File, path: Path, need: Sequence[str], need_attrs: Sequence[st
             expected = f"{np.dtype(DTYPES[name])} [{'R, n' if ndim == 2 else 'R'}]"
             raise InputError(f"{path}: dataset {name} is {ds.dtype} {list(ds.shape)}, a run log has {expected} "
                              f"with R = {max(R, 0)} rows (the length of round)")
-    extra = sorted(name for name, ds in found.items() if name not in (*DATASETS, *AXES) and ds.shape == (R,))
+    extra = sorted(name for name, ds in found.items()
+                   if name not in (*DATASETS, *AXES) and ds.shape == (R,) and ds.dtype.kind == "f")
     columns = {name: found[name][()] for name in (*COLUMNS, *extra) if name in found}
     x_final = found["x_final"][()] if "x_final" in found else None
+    if x_final is not None and (x_final.ndim != 1 or x_final.dtype.kind != "f"):
+        raise InputError(f"{path}: dataset x_final is {x_final.dtype} {list(x_final.shape)}, a run log has float64 [d]")
     return LogData(path, attrs, columns, x_final)
 
 

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from ef21_mpi.core.compressors import Compressor
 from ef21_mpi.core.methods import Messages, Method, make_method
 from ef21_mpi.core.problems import make_shards
-from ef21_mpi.runtime import faults
+from ef21_mpi.runtime import faults, watchdog
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
 from ef21_mpi.runtime.loop import RunFailed
 from ef21_mpi.runtime.wire import Slots, pack, unpack
@@ -81,6 +81,7 @@ class WorkerJob:
     restore: bool  # worker states follow the shards
     options: dict = field(default_factory=dict)  # the method's own settings (`Method.options`)
     first_round: int = 0  # the round the loop starts with (after a checkpoint: its round + 1)
+    report_progress: bool = False  # send rank 0 each computed round (for its stall watchdog)
 
     def method(self) -> Method:
         return make_method(self.method_class, self.compressor, self.gamma, self.n, self.d, self.init, **self.options)
@@ -211,11 +212,13 @@ def serve(comm, wrap_group: Callable | None = None) -> int:
     group = faults.arm_group(group)
     if wrap_group is not None:
         group = wrap_group(group)
-    return _answer_rounds(comm, group, method, Slots(method, job.n, job.d), len(mine), job.first_round)
+    return _answer_rounds(comm, group, method, Slots(method, job.n, job.d), len(mine), job.first_round,
+                          job.report_progress)
 
 
-def _answer_rounds(comm, group, method: Method, slots: Slots, m: int, next_round: int) -> int:
+def _answer_rounds(comm, group, method: Method, slots: Slots, m: int, next_round: int, progress: bool = False) -> int:
     down = down_buffer(method)
+    progress_buf = np.zeros(1, dtype=np.int64)
     send = {key: np.zeros(m * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
     monitors = {key: slots.monitor_rows(buf, key, m) for key, buf in send.items()}  # filled in place
     failed = False
@@ -240,6 +243,8 @@ def _answer_rounds(comm, group, method: Method, slots: Slots, m: int, next_round
                                else (group.label, f"{type(err).__name__}: {err}"))
                 text = f"{who} (rank {comm.Get_rank()}) failed in round {t}: {detail}"
                 comm.send((t, text.replace("\n", " ")), dest=0, tag=TAG_ERROR)
+        if progress:
+            watchdog.report_progress(comm, t, progress_buf)
         if failed:
             send[key][:] = 0
         comm.Gatherv(send[key][:slots.block_nbytes(key, logged, m)], None, root=0)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ef21_mpi.core.methods import Method
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime import checkpoint, faults
+from ef21_mpi.runtime import checkpoint, faults, files, watchdog
 from ef21_mpi.runtime.config import SERIAL_WORKERS, RunConfig, validate
 from ef21_mpi.runtime.experiment import Experiment, build, log_attributes
-from ef21_mpi.runtime.logschema import RunLog, acquire_writer_lock, lock_path
+from ef21_mpi.runtime.logschema import RunLog
 from ef21_mpi.runtime.loop import LoopState, Observer, Outcome, fresh_loop, run_rounds
 from ef21_mpi.runtime.observers import Checkpointer, LogWriter, Progress, StopSignal
 from ef21_mpi.runtime.resume import ResumeRequest, read_attrs, restore, resume_config
@@ -97,34 +97,25 @@ class Start:
     started: float = field(default_factory=time.time)
 
 
-def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
-    """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming.
-
-    If anything fails after the lock is taken, the lock is released (and its file removed if this call created
-    it; a refused --resume leaves every file as it was) before the error goes on.
-    """
+def lock_log(cfg: RunConfig):
+    """The log's writer lock, taken before the data is loaded (see `files.lock_output`)."""
     out = Path(cfg.out)
-    existed = lock_path(out).exists()
-    try:
-        lock = acquire_writer_lock(out)
-    except BlockingIOError:
-        raise InputError(f"{out} is being written by a running job (lock {lock_path(out)} is held)") from None
-    except OSError as err:
-        raise InputError(f"--out {out}: cannot create files beside it ({err.strerror})") from None
-    try:
-        return _open_log(cfg, exp, backend, mpi_library, world_size, resume, lock)
-    except BaseException:
-        if not existed:
-            lock_path(out).unlink(missing_ok=True)
-        lock.close()
-        raise
+    return files.lock_output(out, cfg.overwrite, (checkpoint.checkpoint_path(out),))
 
 
-def _open_log(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool,
-              lock) -> Start:
+def check_not_an_input(cfg: RunConfig, exp: Experiment) -> None:
+    """``--out`` must not be the data file or the ``--x0`` file (``--overwrite`` would destroy it)."""
+    for flag, other in (("--dataset", exp.dataset.path), ("--x0", cfg.x0 if cfg.x0.endswith(".npy") else None)):
+        if other and Path(cfg.out).exists() and Path(other).exists() and os.path.samefile(cfg.out, other):
+            raise InputError(f"--out {cfg.out} is the {flag} file; choose another name for the log")
+
+
+def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool,
+          lock) -> Start:
+    """Open (or continue) the log under its writer lock (held already); the loop state comes from the checkpoint
+    if resuming."""
     out = Path(cfg.out)
-    for stale in out.parent.glob(f".{out.name}*.tmp*"):  # half-written snapshots of a killed writer
-        stale.unlink(missing_ok=True)
+    check_not_an_input(cfg, exp)
     attrs = log_attributes(exp, backend, mpi_library, world_size)
     extra = ("loss_gap",) if exp.constants.f_star is not None else ()
     log = RunLog(out, attrs, exp.n, exp.d, extra_series=extra, flush_seconds=cfg.flush_seconds,
@@ -199,8 +190,17 @@ def finish(s: Start, outcome: Outcome) -> int:
 
 
 def release(s: Start) -> None:
-    lock_path(s.log.path).unlink(missing_ok=True)
-    s.lock.close()
+    files.release_writer_lock(s.log.path, s.lock)
+
+
+def locked_start(cfg: RunConfig, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
+    """Lock the log, then load the data and open the log; the lock is let go again if anything fails."""
+    lock = lock_log(cfg)
+    try:
+        return start(cfg, build(cfg, cfg.workers), backend, mpi_library, world_size, resume, lock)
+    except BaseException:
+        files.release_writer_lock(Path(cfg.out), lock, refused=True)
+        raise
 
 
 def fail(s: Start) -> None:
@@ -217,16 +217,36 @@ def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
     try:
         return run_rounds(s.method, s.loop, faults.arm_cluster(cluster), cfg.rounds,
                           log_every=cfg.log_every, tol=cfg.tol, observers=chosen)
-    finally:  # the previous signal handlers are back however the loop ended (on_end did it already if it ran)
+    except BaseException as err:
         for observer in chosen:
             if isinstance(observer, StopSignal):
                 observer.restore()
+        full = storage_full(s, err)
+        if full is None:
+            s.log.flush(s.log.x, status="failed")  # whatever happened, the log must not claim to be running
+        release(s)
+        if full is not None:
+            raise full from None
+        raise
+
+
+def storage_full(s: Start, err: BaseException) -> files.StorageFull | None:
+    """The one-line error for a log or checkpoint write that failed for lack of space (None for other errors).
+
+    Nothing more is written: the last snapshot of the log (status running) and the last checkpoint stay as they
+    were, no temporary file is left, and the run can be resumed once there is room."""
+    if not (isinstance(err, OSError) and err.errno in files.FULL):
+        return None
+    ckpt = checkpoint.checkpoint_path(s.log.path)
+    where = f"the checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was taken yet"
+    return files.StorageFull(f"cannot write {s.log.path} or its checkpoint: {err.strerror}; the last snapshot of the "
+                             f"log and {where}; make room, then continue with: ef21-mpi run --resume {s.log.path}")
 
 
 def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
     cfg = resolve_workers(cfg, None, resume)
-    exp = build(cfg, cfg.workers)
-    s = start(cfg, exp, "serial", "", 1, resume)
+    s = locked_start(cfg, "serial", "", 1, resume)
+    exp = s.exp
     try:
         group = WorkerGroup(s.method, exp.make_shards(range(exp.n)), exp.seeds, cfg.batch_size, first=0)
         if s.worker_states is not None:
@@ -234,11 +254,10 @@ def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
         group = faults.arm_group(group)
         if hooks.wrap_group is not None:
             group = hooks.wrap_group(group)
-        outcome = _loop(s, SerialCluster(group, exp.d), hooks)
     except BaseException:
         fail(s)
         raise
-    return finish(s, outcome)
+    return finish(s, _loop(s, SerialCluster(group, exp.d), hooks))
 
 
 def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -> int:
@@ -253,26 +272,40 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
     worker_ranks = comm.Get_size() - 1
     try:
         cfg = resolve_workers(resolve_config(cfg, resume), worker_ranks, resume is not None)
-        exp = build(cfg, cfg.workers)
-        s = start(cfg, exp, "mpi", mpi.library_version(), comm.Get_size(), resume is not None)
+        s = locked_start(cfg, "mpi", mpi.library_version(), comm.Get_size(), resume is not None)
+        exp = s.exp
     except InputError:
         mpi.refuse(comm)
         raise
     ranks = rank_workers(cfg.workers, worker_ranks)
     job = mpi.WorkerJob(exp.method_class, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
-                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None, exp.options, s.loop.t + 1)
+                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None, exp.options, s.loop.t + 1,
+                        cfg.stall_timeout is not None)
     try:
         cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
+        hooks = guard(comm, s, ranks, hooks)
         exp.release_data()  # the master keeps no shard and no data set
-        outcome = _loop(s, cluster, hooks)
     except BaseException as err:
         fail(s)
-        if isinstance(err, Exception):  # the log is marked failed; abort the job rather than hang it
-            print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
-            comm.Abort(1)
+        print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
+        comm.Abort(1)
         raise
+    try:
+        outcome = _loop(s, cluster, hooks)
+    except files.StorageFull:
+        cluster.stop()  # the workers wait between rounds: let them go, then say it in one line
+        raise
+    except Exception as err:  # noqa: BLE001 -- the log is marked failed; abort the job rather than hang it
+        print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
+        comm.Abort(1)
     cluster.stop()
     return finish(s, outcome)
+
+
+def guard(comm, s: Start, ranks: list[range], hooks: Hooks) -> Hooks:
+    """Rank 0's watchdog (`runtime.watchdog`): bounded shutdown after a stop signal, and the stall timeout."""
+    dog = watchdog.Watchdog(comm, ranks, watchdog.end_job(comm, s.log, lambda: release(s)), s.cfg.stall_timeout)
+    return replace(hooks, observers=[*hooks.observers, dog])
 
 
 def run(cfg: RunConfig | None, resume: ResumeRequest | None = None, hooks: Hooks | None = None) -> int:
