@@ -25,6 +25,7 @@ import numpy as np
 
 from ef21_mpi.core.compressors import COMPRESSORS, make_compressor
 from ef21_mpi.core.methods import METHODS, Method
+from ef21_mpi.core.methods.base import sends_indices
 
 SPEC_HINT = "package.module:ClassName"
 ARG_TYPES = (bool, int, float, str, type(None))  # what a --compressor-arg value may be (it goes into the log as JSON)
@@ -176,7 +177,7 @@ def check_compressor(compressor, d: int) -> None:
         indices, values = compressor.compress(v, np.random.default_rng(0))
     except Exception as err:  # noqa: BLE001 -- the user's code, tried once at start-up
         raise ValueError(f"{name}: compress(v, rng) raised {type(err).__name__}: {err}".replace("\n", " ")) from None
-    dense = bool(getattr(compressor, "dense", False))
+    dense = not sends_indices(compressor)
     if np.shape(values) != (n_values,):
         raise ValueError(f"{name}: compress(v, rng) returned values of shape {np.shape(values)}, expected "
                          f"({n_values},) (n_values)")

@@ -49,7 +49,9 @@ def stored_config(path: Path, text: str) -> dict:
     for name, value in stored.items():
         if name not in types or name in RUNTIME_FIELDS:
             raise InputError(f"--resume {path}: its configuration has an unknown setting {name!r}")
-        allowed = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+        # a class or an object (a plug-in given from Python) is stored as its package.module:ClassName spec
+        allowed = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+                   "type": (str,), "object": (str,), "dict": (dict,)}
         kinds = tuple(t for word in types[name].split(" | ") for t in allowed[word])
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise InputError(f"--resume {path}: its configuration has {name} = {value!r}, expected {types[name]}")
