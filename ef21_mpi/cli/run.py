@@ -8,7 +8,7 @@ from ef21_mpi.core.compressors import COMPRESSORS
 from ef21_mpi.core.methods import INITS, METHODS
 from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime.config import BACKENDS, RunConfig
+from ef21_mpi.runtime.config import BACKENDS, PLACEMENTS, RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint about this often (default 60 s)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: MPI when launched with more than one rank")
+    p.add_argument("--placement", default="auto", choices=PLACEMENTS,
+                   help="MPI: auto = when a node has more ranks than cores, run the workers on as many ranks as "
+                        "it has cores and let the others wait idle; spread = one block of workers per rank; "
+                        "pack = as auto, even without oversubscription")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(handler=cmd_run)
     p.set_defaults(defaults={a.dest: a.default for a in p._actions})

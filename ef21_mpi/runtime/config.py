@@ -13,11 +13,12 @@ from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError
 
 BACKENDS = ("auto", "serial", "mpi")
+PLACEMENTS = ("auto", "pack", "spread")  # runtime.placement: where the workers run under MPI
 SERIAL_WORKERS = 20  # the paper's n
 
 #: Settings that change how a run is executed or stored, but none of its numbers; a resumed run may change them.
 RUNTIME_FIELDS = frozenset({"out", "overwrite", "data_dir", "backend", "quiet", "flush_every", "flush_seconds",
-                            "checkpoint_every", "checkpoint_seconds"})
+                            "checkpoint_every", "checkpoint_seconds", "placement"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class RunConfig:
     data_dir: str | None = None
     overwrite: bool = False
     backend: str = "auto"
+    placement: str = "auto"
     quiet: bool = False
 
     def numbers(self) -> dict:
@@ -83,6 +85,7 @@ def validate_values(cfg: RunConfig) -> None:
     _choice(cfg.init, INITS, "--init")
     _choice(cfg.problem, PROBLEMS, "--problem")
     _choice(cfg.backend, BACKENDS, "--backend")
+    _choice(cfg.placement, PLACEMENTS, "--placement")
     _positive_finite(cfg.stepsize, "--stepsize")
     _positive_finite(cfg.stepsize_multiplier, "--stepsize-multiplier")
     _positive_finite(cfg.flush_seconds, "--flush-seconds")

@@ -4,7 +4,10 @@ The session decides what to run; this module starts the worker ranks on it (`Mpi
 the buffers of every round (`MpiCluster.round`) and runs the worker ranks' loop (`serve`).
 
 By default each worker rank holds one worker (n = R); with ``--workers n`` > R, rank r holds a contiguous
-block of workers as one `WorkerGroup`, which computes exactly what n ranks of one worker would.
+block of workers as one `WorkerGroup`, which computes exactly what n ranks of one worker would. When a node
+holds more ranks than cores, only as many take part as there are cores and the others park (`placement`);
+the rounds then run on a communicator of the working ranks, and every rank meets the others in one last
+nonblocking barrier on ``COMM_WORLD`` when the run ends.
 
 Start-up (pickled messages are fine here): rank 0 sends every worker rank a `WorkerJob` (the method's
 parameters, seeds and placement), then its shards as CSR arrays; rank 0 keeps no shard. A start-up error
@@ -35,7 +38,7 @@ import scipy.sparse as sp
 from ef21_mpi.core.compressors import Compressor
 from ef21_mpi.core.methods import Messages, Method, make_method
 from ef21_mpi.core.problems import make_shards
-from ef21_mpi.runtime import faults
+from ef21_mpi.runtime import faults, placement
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
 from ef21_mpi.runtime.loop import RunFailed
 from ef21_mpi.runtime.wire import Slots, pack, unpack
@@ -54,9 +57,10 @@ def world():
 
 
 def library_version() -> str:
+    """The MPI library's own name for itself, cleaned for the log (Open MPI's ends in a NUL byte)."""
     from mpi4py import MPI
 
-    return MPI.Get_library_version().splitlines()[0].strip()
+    return placement.printable(MPI.Get_library_version())
 
 
 @dataclass(frozen=True)
@@ -72,21 +76,33 @@ class WorkerJob:
     problem: str
     lam: float
     seeds: list  # one SeedSequence per worker
-    ranks: list[range]  # the workers of each worker rank
+    ranks: list[range]  # the workers of each worker rank 1..R (empty: the rank parks)
     batch_size: int | None
     restore: bool  # worker states follow the shards
 
     def method(self) -> Method:
         return make_method(self.algorithm, self.compressor, self.gamma, self.n, self.d, self.init)
 
+    def working(self, comm):
+        """The communicator of the rounds: ``comm`` itself, or, when some ranks park, a split of the working
+        ranks in world order (``COMM_NULL`` on a parked rank). Collective over ``comm``."""
+        if all(len(block) for block in self.ranks):
+            return comm
+        from mpi4py import MPI
+
+        rank = comm.Get_rank()
+        works = rank == 0 or len(self.ranks[rank - 1]) > 0
+        return comm.Split(0 if works else MPI.UNDEFINED, rank)
+
 
 class MpiCluster:
     """The master's view of the workers: ``round`` = broadcast ``x``, gather the messages (and monitors)."""
 
-    def __init__(self, comm, method: Method, n: int, d: int, ranks: list[range]):
+    def __init__(self, comm, method: Method, n: int, d: int, ranks: list[range], world=None):
         from mpi4py import MPI
 
         self.comm, self.MPI = comm, MPI
+        self.world = comm if world is None else world  # parked ranks wait on it for `stop`
         self.slots = Slots(method, n, d)
         self.xbuf = np.zeros(d + 1)
         self.recv = {key: np.zeros(max(n * self.slots.stride(key, True), 8), dtype=np.uint8) for key in (0, 1)}
@@ -98,13 +114,15 @@ class MpiCluster:
         """Release the waiting worker ranks with ``job``, send their shards (and states), return the cluster."""
         comm.Ibarrier().Wait()
         comm.bcast({"ok": True, "job": job}, root=0)
-        for dest, mine in enumerate(job.ranks, start=1):
+        work = job.working(comm)
+        blocks = [block for block in job.ranks if len(block)]  # work's ranks 1, 2, ...
+        for dest, mine in enumerate(blocks, start=1):
             for i in mine:
-                _send_shard(comm, shards[i], dest)
+                _send_shard(work, shards[i], dest)
         if worker_states is not None:
-            for dest, mine in enumerate(job.ranks, start=1):
-                comm.send(slice_arrays(worker_states, mine), dest=dest, tag=3)
-        return cls(comm, job.method(), job.n, job.d, job.ranks)
+            for dest, mine in enumerate(blocks, start=1):
+                work.send(slice_arrays(worker_states, mine), dest=dest, tag=3)
+        return cls(work, job.method(), job.n, job.d, blocks, world=comm)
 
     def round(self, x: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]:
         slots, key = self.slots, min(t, 1)
@@ -135,6 +153,8 @@ class MpiCluster:
     def stop(self) -> None:
         self.xbuf[-1] = STOP
         self.comm.Bcast(self.xbuf, root=0)
+        if self.world is not self.comm:
+            placement.release(self.world)
 
 
 def refuse(comm) -> None:
@@ -182,19 +202,26 @@ def serve(comm, wrap_group: Callable | None = None) -> int:
     job: WorkerJob = header["job"]
     rank = comm.Get_rank()
     mine = job.ranks[rank - 1]  # this rank's workers
-    blocks = [_receive_shard(comm) for _ in mine]
+    work = job.working(comm)
+    if not len(mine):
+        placement.park(comm)
+        return 0
+    blocks = [_receive_shard(work) for _ in mine]
     method = job.method()
     group = WorkerGroup(method, make_shards(job.problem, blocks, job.lam), job.seeds[mine.start:mine.stop],
                         job.batch_size, first=mine.start)
     if job.restore:
-        restore_workers(group.state, comm.recv(source=0, tag=3))
+        restore_workers(group.state, work.recv(source=0, tag=3))
     group = faults.arm_group(group)
     if wrap_group is not None:
         group = wrap_group(group)
-    return _answer_rounds(comm, group, Slots(method, job.n, job.d), len(mine))
+    code = _answer_rounds(work, group, Slots(method, job.n, job.d), len(mine), rank)
+    if work is not comm:
+        placement.release(comm)
+    return code
 
 
-def _answer_rounds(comm, group, slots: Slots, m: int) -> int:
+def _answer_rounds(comm, group, slots: Slots, m: int, rank: int) -> int:
     xbuf = np.zeros(slots.d + 1)
     send = {key: np.zeros(m * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
     monitors = {key: slots.monitor_rows(buf, key, m) for key, buf in send.items()}  # filled in place
@@ -217,7 +244,7 @@ def _answer_rounds(comm, group, slots: Slots, m: int) -> int:
                 failed = True
                 who, detail = ((err.who, err.detail) if isinstance(err, WorkerFailed)
                                else (group.label, f"{type(err).__name__}: {err}"))
-                text = f"{who} (rank {comm.Get_rank()}) failed in round {t}: {detail}"
+                text = f"{who} (rank {rank}) failed in round {t}: {detail}"
                 comm.send((t, text.replace("\n", " ")), dest=0, tag=TAG_ERROR)
         if failed:
             send[key][:] = 0

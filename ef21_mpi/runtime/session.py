@@ -27,7 +27,6 @@ from ef21_mpi.runtime.loop import LoopState, Observer, Outcome, fresh_loop, run_
 from ef21_mpi.runtime.observers import Checkpointer, LogWriter, Progress, StopSignal
 from ef21_mpi.runtime.resume import ResumeRequest, read_attrs, restore, resume_config
 from ef21_mpi.runtime.serial import SerialCluster
-from ef21_mpi.runtime.wire import rank_workers
 from ef21_mpi.runtime.worker import WorkerGroup
 
 EXIT_CODES = {"completed": 0, "converged": 0, "failed": 1, "diverged": 3}
@@ -97,8 +96,11 @@ class Start:
     started: float = field(default_factory=time.time)
 
 
-def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
-    """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming."""
+def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool,
+          placement: dict | None = None) -> Start:
+    """Open (or continue) the log under its writer lock; the loop state comes from the checkpoint if resuming.
+
+    ``placement``: the MPI backend's record of which rank held which worker (log attributes)."""
     out = Path(cfg.out)
     try:
         lock = acquire_writer_lock(out)
@@ -108,7 +110,7 @@ def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world
         raise InputError(f"--out {out}: cannot create files beside it ({err.strerror})") from None
     for stale in out.parent.glob(f".{out.name}*.tmp*"):  # half-written snapshots of a killed writer
         stale.unlink(missing_ok=True)
-    attrs = log_attributes(exp, backend, mpi_library, world_size)
+    attrs = {**log_attributes(exp, backend, mpi_library, world_size), **(placement or {})}
     extra = ("loss_gap",) if exp.constants.f_star is not None else ()
     log = RunLog(out, attrs, exp.n, exp.d, extra_series=extra, flush_seconds=cfg.flush_seconds,
                  flush_every=cfg.flush_every)
@@ -200,25 +202,28 @@ def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
 
 
 def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -> int:
-    from ef21_mpi.runtime import mpi
+    from ef21_mpi.runtime import mpi, placement
 
     comm = mpi.world()
     if comm.Get_size() < 2:
         raise InputError("--backend mpi needs at least 2 ranks (1 master + n workers); launch with mpiexec -n N+1")
     mpi.install_abort_hook(comm)
+    ranks_info = placement.survey(comm)
     if comm.Get_rank() != 0:
         return mpi.serve(comm, hooks.wrap_group)
     worker_ranks = comm.Get_size() - 1
     try:
         cfg = resolve_workers(resolve_config(cfg, resume), worker_ranks, resume is not None)
         exp = build(cfg, cfg.workers)
-        s = start(cfg, exp, "mpi", mpi.library_version(), comm.Get_size(), resume is not None)
+        where = placement.plan(ranks_info, cfg.workers, cfg.placement)
+        s = start(cfg, exp, "mpi", mpi.library_version(), comm.Get_size(), resume is not None, where.attrs())
     except InputError:
         mpi.refuse(comm)
         raise
-    ranks = rank_workers(cfg.workers, worker_ranks)
+    if where.notice() and not cfg.quiet:
+        print(where.notice(), file=sys.stderr, flush=True)
     job = mpi.WorkerJob(cfg.algorithm, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
-                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None)
+                        exp.seeds, where.blocks, cfg.batch_size, s.worker_states is not None)
     cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
     exp.release_data()  # the master keeps no shard and no data set
     try:
