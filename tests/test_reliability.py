@@ -11,7 +11,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from helpers import MPIEXEC, assert_same_log, ef21, read_log, write_libsvm
+from helpers import assert_same_log, ef21, mpi_command, read_log, write_libsvm
 
 pytestmark = pytest.mark.mpi
 
@@ -66,7 +66,7 @@ def test_sigkill_then_resume_is_bit_identical(algorithm, victim, tmp_path, data)
 def test_sigterm_on_the_launcher_checkpoints_and_resumes(tmp_path, data):
     ref = reference(tmp_path, data, "ef21", rounds=2000)
     out = tmp_path / "run.h5"
-    cmd = [MPIEXEC, "-n", "5", sys.executable, "-m", "ef21_mpi",
+    cmd = [*mpi_command(5), sys.executable, "-m", "ef21_mpi",
            *base_args(data, "ef21", 2000), "--out", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     for _ in range(300):  # wait until the run is under way
