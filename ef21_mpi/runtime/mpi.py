@@ -10,7 +10,8 @@ the rounds then run on a communicator of the working ranks, and every rank meets
 nonblocking barrier on ``COMM_WORLD`` when the run ends.
 
 Start-up (pickled messages are fine here): rank 0 sends every worker rank a `WorkerJob` (the method's
-parameters, seeds and placement), then its shards as CSR arrays; rank 0 keeps no shard. A start-up error
+parameters, seeds and placement), then its shards as CSR arrays (or, from a prepared shard store, each
+worker rank reads its own, `store.read_shard`); rank 0 keeps no shard. A start-up error
 on rank 0 is broadcast instead (`refuse`) so every rank exits with status 2.
 
 Each round moves buffers allocated once, one collective per direction (`wire`): the
@@ -38,7 +39,8 @@ import scipy.sparse as sp
 from ef21_mpi.core.compressors import Compressor
 from ef21_mpi.core.methods import Messages, Method, make_method
 from ef21_mpi.core.problems import make_shards
-from ef21_mpi.runtime import faults, placement
+from ef21_mpi.errors import from_core
+from ef21_mpi.runtime import faults, placement, store
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
 from ef21_mpi.runtime.loop import RunFailed
 from ef21_mpi.runtime.wire import Slots, pack, unpack
@@ -79,6 +81,7 @@ class WorkerJob:
     ranks: list[range]  # the workers of each worker rank 1..R (empty: the rank parks)
     batch_size: int | None
     restore: bool  # worker states follow the shards
+    store: str | None = None  # a prepared shard store: each worker rank reads its own shards from it
 
     def method(self) -> Method:
         return make_method(self.algorithm, self.compressor, self.gamma, self.n, self.d, self.init)
@@ -116,7 +119,7 @@ class MpiCluster:
         comm.bcast({"ok": True, "job": job}, root=0)
         work = job.working(comm)
         blocks = [block for block in job.ranks if len(block)]  # work's ranks 1, 2, ...
-        for dest, mine in enumerate(blocks, start=1):
+        for dest, mine in enumerate(blocks if job.store is None else [], start=1):
             for i in mine:
                 _send_shard(work, shards[i], dest)
         if worker_states is not None:
@@ -206,7 +209,11 @@ def serve(comm, wrap_group: Callable | None = None) -> int:
     if not len(mine):
         placement.park(comm)
         return 0
-    blocks = [_receive_shard(work) for _ in mine]
+    if job.store is not None:  # every worker rank reads its own shards, all in parallel
+        with from_core():
+            blocks = [store.read_shard(job.store, i, job.d) for i in mine]
+    else:
+        blocks = [_receive_shard(work) for _ in mine]
     method = job.method()
     group = WorkerGroup(method, make_shards(job.problem, blocks, job.lam), job.seeds[mine.start:mine.stop],
                         job.batch_size, first=mine.start)

@@ -214,7 +214,7 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
     worker_ranks = comm.Get_size() - 1
     try:
         cfg = resolve_workers(resolve_config(cfg, resume), worker_ranks, resume is not None)
-        exp = build(cfg, cfg.workers)
+        exp = build(cfg, cfg.workers, need_shards=False)  # from a shard store, the workers read their own
         where = placement.plan(ranks_info, cfg.workers, cfg.placement)
         s = start(cfg, exp, "mpi", mpi.library_version(), comm.Get_size(), resume is not None, where.attrs())
     except InputError:
@@ -223,7 +223,7 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
     if where.notice() and not cfg.quiet:
         print(where.notice(), file=sys.stderr, flush=True)
     job = mpi.WorkerJob(cfg.algorithm, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
-                        exp.seeds, where.blocks, cfg.batch_size, s.worker_states is not None)
+                        exp.seeds, where.blocks, cfg.batch_size, s.worker_states is not None, exp.store)
     cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
     exp.release_data()  # the master keeps no shard and no data set
     try:
