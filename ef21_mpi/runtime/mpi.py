@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from ef21_mpi.core.compressors import Compressor
 from ef21_mpi.core.methods import Messages, Method, make_method
 from ef21_mpi.core.problems import make_shards
-from ef21_mpi.errors import from_core
+from ef21_mpi.errors import InputError, from_core
 from ef21_mpi.runtime import faults, placement, store
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
 from ef21_mpi.runtime.loop import RunFailed
@@ -122,10 +122,16 @@ class MpiCluster:
         for dest, mine in enumerate(blocks if job.store is None else [], start=1):
             for i in mine:
                 _send_shard(work, shards[i], dest)
+        cluster = cls(work, job.method(), job.n, job.d, blocks, world=comm)
+        if job.store is not None:  # did every rank read (and check) its shards?
+            problems = [text for text in work.gather(None, root=0)[1:] if text]
+            if problems:
+                cluster.stop()
+                raise InputError(problems[0])
         if worker_states is not None:
             for dest, mine in enumerate(blocks, start=1):
                 work.send(slice_arrays(worker_states, mine), dest=dest, tag=3)
-        return cls(work, job.method(), job.n, job.d, blocks, world=comm)
+        return cluster
 
     def round(self, x: np.ndarray, t: int, logged: bool) -> tuple[Messages, np.ndarray | None]:
         slots, key = self.slots, min(t, 1)
@@ -210,8 +216,18 @@ def serve(comm, wrap_group: Callable | None = None) -> int:
         placement.park(comm)
         return 0
     if job.store is not None:  # every worker rank reads its own shards, all in parallel
-        with from_core():
-            blocks = [store.read_shard(job.store, i, job.d) for i in mine]
+        problem = None
+        try:
+            with from_core():
+                blocks = [store.read_shard(job.store, i, job.d) for i in mine]
+        except (InputError, OSError, KeyError) as err:
+            problem = f"--dataset {job.store}: rank {rank} cannot read its shards: {err}"
+        work.gather(problem, root=0)
+        if problem is not None:  # rank 0 stops everyone and reports it
+            work.Bcast(np.zeros(job.d + 1), root=0)
+            if work is not comm:
+                placement.release(comm)
+            return 2
     else:
         blocks = [_receive_shard(work) for _ in mine]
     method = job.method()

@@ -173,6 +173,15 @@ def release(s: Start) -> None:
     s.lock.close()
 
 
+def abandon(s: Start, resume: bool) -> None:
+    """Start-up failed after the log was opened: remove a new log; a resumed one stays resumable."""
+    if resume:
+        s.log.flush(s.log.x, status="interrupted")
+    else:
+        s.log.path.unlink(missing_ok=True)
+    release(s)
+
+
 def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
     cfg = s.cfg
     chosen = observers(s, hooks)
@@ -224,7 +233,11 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
         print(where.notice(), file=sys.stderr, flush=True)
     job = mpi.WorkerJob(cfg.algorithm, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
                         exp.seeds, where.blocks, cfg.batch_size, s.worker_states is not None, exp.store)
-    cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
+    try:
+        cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
+    except InputError:  # a worker rank could not read its shards: leave no half-made log
+        abandon(s, resume is not None)
+        raise
     exp.release_data()  # the master keeps no shard and no data set
     try:
         outcome = _loop(s, cluster, hooks)
