@@ -38,6 +38,19 @@ NETWORK_ONLY = {"MPICH": ([], {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp", "FI_P
                 "Open MPI": (["--mca", "btl", "tcp,self", "--mca", "pml", "ob1", "--mca", "coll", "^sm"], {})}
 
 
+def program_stderr(text: str) -> str:
+    """``text`` without the launcher's own notices: Open MPI's launcher adds a multi-line block, framed by lines
+    of dashes, whenever a rank exits with a non-zero status (the program's own lines are kept as they are)."""
+    kept, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if MPI_LIBRARY == "Open MPI" and set(line.strip()) == {"-"} and len(line.strip()) > 20:
+            inside = not inside
+            continue
+        if not inside:
+            kept.append(line)
+    return "".join(kept)
+
+
 def mpi_command(ranks: int, extra: list[str] | None = None) -> list[str]:
     """``mpiexec -n ranks`` with what this library needs (and ``extra`` launcher options)."""
     return [MPIEXEC, *MPI_ARGS, *(extra or []), "-n", str(ranks)]

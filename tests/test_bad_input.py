@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import mpi_command
+from helpers import mpi_command, program_stderr
 
 from ef21_mpi.core.data import parse_libsvm
 from ef21_mpi.core.datasets import REGISTRY
@@ -75,7 +75,7 @@ def ef21(args: list[str], *, cwd: Path, ranks: int | None = None, env: dict | No
 
 def assert_input_error(out: Outcome, *fragments: str) -> None:
     """Exit 2, promptly, with one ``ef21-mpi: error:`` line holding every fragment and nothing else printed."""
-    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    lines = [line for line in (out.stdout + program_stderr(out.stderr)).splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ef21-mpi: error")]
     problems = []
     if out.code != 2:

@@ -38,7 +38,7 @@ from ef21_mpi.bench.report import format_report, ms
 from ef21_mpi.errors import InputError, from_core
 from ef21_mpi.runtime.config import RunConfig
 
-PARTS = {"serial", "mpi", "scale"}
+PARTS = {"serial", "mpi", "scale", "ranks", "startup"}  # ranks, startup: bench/ranks.py
 DEFAULT_DIMS = (10**3, 10**4, 10**5, 10**6)
 BITS_PER_ENTRY = 64 + 32  # a Top-k entry on the wire: float64 value + int32 index
 
@@ -319,6 +319,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per mpiexec launch (default 1800)")
     p.add_argument("--workdir", help="folder for logs and synthetic data (default: a temporary folder)")
     p.add_argument("--json", help="also write every figure to this JSON file")
+    p.add_argument("--openmpi-python", help="part ranks: also run under the Open MPI of this python's environment")
+    p.add_argument("--startup-rows", type=int, default=2_000_000, help="rows of the start-up part (default 2e6)")
+    p.add_argument("--startup-dim", type=int, default=10**6, help="d of the start-up part (default 1e6)")
     return p
 
 
@@ -328,6 +331,7 @@ def apply_quick(opts: argparse.Namespace) -> None:
     opts.ranks, opts.mpi_rounds, opts.scale_ranks, opts.grouped_ranks = 3, 30, 3, 2
     opts.scale_dims, opts.scale_rows, opts.scale_nnz, opts.scale_rounds, opts.scale_log_every = "100,200", 400, 5, 6, 2
     opts.trace_dim, opts.sparse_log_every = 200, 5
+    opts.startup_rows, opts.startup_dim = 400, 100
 
 
 def cmd_bench(opts: argparse.Namespace) -> int:
@@ -366,7 +370,17 @@ def cmd_bench(opts: argparse.Namespace) -> int:
         if "scale" in parts:
             print("part 4: scale", file=sys.stderr)
             result["scale"] = part_scale(opts, workdir)
+        for part in ("ranks", "startup"):
+            if part in parts:
+                from ef21_mpi.bench import ranks
+
+                print(f"part {part}", file=sys.stderr)
+                result[part] = getattr(ranks, f"part_{part}")(opts, workdir)
     print(format_report(result))
+    if parts & {"ranks", "startup"}:
+        from ef21_mpi.bench.ranks import format_ranks
+
+        print(format_ranks(result))
     if opts.json:
         Path(opts.json).write_text(json.dumps(result, indent=1, default=str))
     return 0
