@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -40,15 +41,37 @@ NETWORK_ONLY = {"MPICH": ([], {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp", "FI_P
 
 def program_stderr(text: str) -> str:
     """``text`` without the launcher's own notices: Open MPI's launcher adds a multi-line block, framed by lines
-    of dashes, whenever a rank exits with a non-zero status (the program's own lines are kept as they are)."""
+    of dashes, whenever a rank exits with a non-zero status, and now and then a libevent ``[warn] Epoll ...``
+    line (open-mpi/ompi#5520); the program's own lines are kept as they are."""
+    if MPI_LIBRARY != "Open MPI":
+        return text
     kept, inside = [], False
     for line in text.splitlines(keepends=True):
-        if MPI_LIBRARY == "Open MPI" and set(line.strip()) == {"-"} and len(line.strip()) > 20:
+        if set(line.strip()) == {"-"} and len(line.strip()) > 20:
             inside = not inside
-            continue
-        if not inside:
+        elif not inside and not line.startswith("[warn] Epoll"):
             kept.append(line)
     return "".join(kept)
+
+
+def rank_zero_of(launcher_pid: int) -> int:
+    """The pid of rank 0 among the launcher's descendants (its environment names world rank 0)."""
+    children = {launcher_pid}
+    for _ in range(100):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent in children:
+                children.add(int(entry.name))
+                if b"OMPI_COMM_WORLD_RANK=0" in environ or b"PMI_RANK=0" in environ:
+                    return int(entry.name)
+        time.sleep(0.1)
+    raise RuntimeError(f"no rank 0 found under launcher {launcher_pid}")
 
 
 def mpi_command(ranks: int, extra: list[str] | None = None) -> list[str]:

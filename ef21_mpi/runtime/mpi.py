@@ -111,6 +111,7 @@ class MpiCluster:
         self.recv = {key: np.zeros(max(n * self.slots.stride(key, True), 8), dtype=np.uint8) for key in (0, 1)}
         self.layouts = {(key, logged): self.slots.layout(key, logged, ranks) for key in (0, 1) for logged in (False, True)}
         self.empty = np.zeros(0, dtype=np.uint8)
+        self.problem: str | None = None  # a worker rank's start-up failure (the workers wait for `stop`)
 
     @classmethod
     def start(cls, comm, job: WorkerJob, shards, worker_states: dict | None) -> MpiCluster:
@@ -123,11 +124,10 @@ class MpiCluster:
             for i in mine:
                 _send_shard(work, shards[i], dest)
         cluster = cls(work, job.method(), job.n, job.d, blocks, world=comm)
-        if job.store is not None:  # did every rank read (and check) its shards?
-            problems = [text for text in work.gather(None, root=0)[1:] if text]
-            if problems:
-                cluster.stop()
-                raise InputError(problems[0])
+        if job.store is not None:  # did every rank read (and check) its shards? If not, the caller cleans up, then stops
+            cluster.problem = next((text for text in work.gather(None, root=0)[1:] if text), None)
+            if cluster.problem is not None:
+                return cluster
         if worker_states is not None:
             for dest, mine in enumerate(blocks, start=1):
                 work.send(slice_arrays(worker_states, mine), dest=dest, tag=3)

@@ -226,18 +226,21 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
         exp = build(cfg, cfg.workers, need_shards=False)  # from a shard store, the workers read their own
         where = placement.plan(ranks_info, cfg.workers, cfg.placement)
         s = start(cfg, exp, "mpi", mpi.library_version(), comm.Get_size(), resume is not None, where.attrs())
-    except InputError:
+    except InputError as err:
+        err.report()  # before the others exit: Open MPI's launcher ends the job at the first non-zero exit
         mpi.refuse(comm)
         raise
     if where.notice() and not cfg.quiet:
         print(where.notice(), file=sys.stderr, flush=True)
     job = mpi.WorkerJob(cfg.algorithm, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
                         exp.seeds, where.blocks, cfg.batch_size, s.worker_states is not None, exp.store)
-    try:
-        cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
-    except InputError:  # a worker rank could not read its shards: leave no half-made log
+    cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
+    if cluster.problem is not None:  # a worker rank could not read its shards: leave no half-made log
         abandon(s, resume is not None)
-        raise
+        err = InputError(cluster.problem)
+        err.report()  # before the workers exit (see above)
+        cluster.stop()
+        raise err
     exp.release_data()  # the master keeps no shard and no data set
     try:
         outcome = _loop(s, cluster, hooks)
