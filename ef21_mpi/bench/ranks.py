@@ -4,7 +4,7 @@ library at hand, and start-up from a prepared shard store against start-up from 
 Every figure comes from the real command (``python -m ef21_mpi run`` in a subprocess, under ``mpiexec`` for
 MPI), repeats are interleaved (serial, MPI ``-n R`` with the default placement, ``-n R --placement spread``,
 for each library in turn) and each ratio divides medians taken in this one invocation. ms per round is read
-from the run log (`bench.read_log`: median over the logged intervals of wall time per round).
+from the run log (`round_seconds`: median over the logged intervals of wall time per round).
 """
 
 from __future__ import annotations
@@ -62,10 +62,18 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
 
+def round_seconds(path: Path) -> float:
+    """Median over the logged intervals of wall time per round."""
+    import numpy as np
+
+    from ef21_mpi.runtime import logschema
+
+    log = logschema.read_log(path, need=("wall_time",))
+    return float(np.median(np.diff(log["wall_time"]) / np.diff(log["round"])))
+
+
 def part_ranks(opts, workdir: Path) -> dict:
     """ms per round: serial backend, ``mpiexec -n R`` (default placement) and ``--placement spread`` per library."""
-    from ef21_mpi.bench.bench import read_log
-
     n = opts.ranks - 1
     base = ["--dataset", opts.dataset, "--algorithm", "ef21", "--k", "1", "--rounds", str(opts.mpi_rounds),
             "--log-every", str(opts.sparse_log_every), "--quiet", "--overwrite"]
@@ -81,7 +89,7 @@ def part_ranks(opts, workdir: Path) -> dict:
             out = workdir / f"ranks-{repeat}-{len(seconds[name])}.h5"
             cmd, env = command(python, mpiexec, library, opts.ranks, [*base, *extra, "--out", str(out)])
             timed(cmd, env, opts.timeout)
-            seconds[name].append(read_log(out)["round_seconds"])
+            seconds[name].append(round_seconds(out))
             out.unlink()
     serial = statistics.median(seconds["serial"])
     return {"load": os.getloadavg(), "rounds": opts.mpi_rounds, "ranks": opts.ranks,
