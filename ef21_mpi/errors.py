@@ -9,8 +9,18 @@ from contextlib import contextmanager
 class InputError(Exception):
     """Bad input found at start-up; ``str(err)`` is a one-line message a person can act on.
 
-    The CLI prints it as ``ef21-mpi: error: <message>`` and exits with status 2 (on every rank).
+    The CLI prints it as ``ef21-mpi: error: <message>`` and exits with status 2 (on every rank). ``reported`` is
+    set once it has been printed (rank 0 of an MPI job prints before releasing the other ranks).
     """
+
+    reported = False
+
+    def report(self) -> None:
+        """Print the one line now (to stderr) and remember that it was printed."""
+        import sys
+
+        print(f"ef21-mpi: error: {self}", file=sys.stderr, flush=True)
+        self.reported = True
 
 
 @contextmanager

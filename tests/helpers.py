@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -12,12 +13,74 @@ import numpy as np
 
 from ef21_mpi.runtime import logschema
 
-# the launcher that belongs to this Python (the MPICH wheel puts it beside the interpreter)
+# the launcher that belongs to this Python (the MPICH and Open MPI wheels put it beside the interpreter)
 MPIEXEC = str(Path(sys.executable).with_name("mpiexec")) if Path(sys.executable).with_name("mpiexec").exists() else "mpiexec"
+
+
+def launcher_library(mpiexec: str = MPIEXEC) -> str:
+    """Which MPI the launcher belongs to, from ``mpiexec --version``: "MPICH", "Open MPI" or "unknown"."""
+    try:
+        text = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if "Open MPI" in text or "OpenRTE" in text:
+        return "Open MPI"
+    return "MPICH" if "HYDRA" in text or "MPICH" in text else "unknown"
+
+
+MPI_LIBRARY = launcher_library()
+# Open MPI refuses more ranks than cores without --oversubscribe, and refuses root without both variables
+MPI_ARGS = ["--oversubscribe"] if MPI_LIBRARY == "Open MPI" else []
+if MPI_LIBRARY == "Open MPI" and os.geteuid() == 0:
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+# how each library turns shared memory off, so that the ranks talk over the network transport (TCP)
+NETWORK_ONLY = {"MPICH": ([], {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp", "FI_PROVIDER": "tcp"}),
+                "Open MPI": (["--mca", "btl", "tcp,self", "--mca", "pml", "ob1", "--mca", "coll", "^sm"], {})}
+
+
+def program_stderr(text: str) -> str:
+    """``text`` without the launcher's own notices: Open MPI's launcher adds a multi-line block, framed by lines
+    of dashes, whenever a rank exits with a non-zero status, and now and then a libevent ``[warn] Epoll ...``
+    line (open-mpi/ompi#5520); the program's own lines are kept as they are."""
+    if MPI_LIBRARY != "Open MPI":
+        return text
+    kept, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if set(line.strip()) == {"-"} and len(line.strip()) > 20:
+            inside = not inside
+        elif not inside and not line.startswith("[warn] Epoll"):
+            kept.append(line)
+    return "".join(kept)
+
+
+def rank_zero_of(launcher_pid: int) -> int:
+    """The pid of rank 0 among the launcher's descendants (its environment names world rank 0)."""
+    children = {launcher_pid}
+    for _ in range(100):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent in children:
+                children.add(int(entry.name))
+                if b"OMPI_COMM_WORLD_RANK=0" in environ or b"PMI_RANK=0" in environ:
+                    return int(entry.name)
+        time.sleep(0.1)
+    raise RuntimeError(f"no rank 0 found under launcher {launcher_pid}")
+
+
+def mpi_command(ranks: int, extra: list[str] | None = None) -> list[str]:
+    """``mpiexec -n ranks`` with what this library needs (and ``extra`` launcher options)."""
+    return [MPIEXEC, *MPI_ARGS, *(extra or []), "-n", str(ranks)]
 TIMEOUT = 180  # seconds per launch; a hang fails the test instead of blocking CI
 VOLATILE = {"wall_time"}  # the only dataset allowed to differ between backends
 VOLATILE_ATTRS = {"backend", "mpi_library", "world_size", "command_line", "elapsed_seconds", "updated_at",
-                  "resume_history"}
+                  "resume_history", "placement", "worker_rank"}
 
 
 def write_libsvm(path: Path, N: int = 60, d: int = 12, seed: int = 0) -> Path:
@@ -47,11 +110,12 @@ def write_exact_libsvm(path: Path, N: int = 60, d: int = 8, seed: int = 0,
     return A, 2.0 * labels - 1.0
 
 
-def ef21(args: list[str], *, ranks: int | None = None, env: dict | None = None, timeout: float = TIMEOUT):
-    """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given); returns the CompletedProcess."""
+def ef21(args: list[str], *, ranks: int | None = None, env: dict | None = None, timeout: float = TIMEOUT,
+         mpi_args: list[str] | None = None):
+    """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given, with ``mpi_args``); returns the CompletedProcess."""
     cmd = [sys.executable, "-m", "ef21_mpi", *args]
     if ranks is not None:
-        cmd = [MPIEXEC, "-n", str(ranks), *cmd]
+        cmd = [*mpi_command(ranks, mpi_args), *cmd]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False)
 

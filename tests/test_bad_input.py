@@ -25,14 +25,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import mpi_command, program_stderr
 
 from ef21_mpi.core.data import parse_libsvm
 from ef21_mpi.core.datasets import REGISTRY
 
 TIMEOUT = 90  # seconds per launch before it counts as a hang
 PROMPT = 30  # seconds an input error may take, start-up of every rank included
-MPIEXEC = str(Path(sys.executable).with_name("mpiexec")) if Path(sys.executable).with_name("mpiexec").exists() \
-    else (shutil.which("mpiexec") or "mpiexec")
 RANKS = 3  # master + 2 workers
 ERROR = "ef21-mpi: error: "
 
@@ -59,7 +58,7 @@ def ef21(args: list[str], *, cwd: Path, ranks: int | None = None, env: dict | No
     """Run ``python -m ef21_mpi ARGS`` (under ``mpiexec -n ranks`` when given) in its own process group."""
     cmd = [sys.executable, "-m", "ef21_mpi", *args]
     if ranks is not None:
-        cmd = [MPIEXEC, "-n", str(ranks), *cmd]
+        cmd = [*mpi_command(ranks), *cmd]
     env = {**{k: v for k, v in os.environ.items() if k not in ("EF21_DATA_DIR", "EF21_MPI_FAULT", "EF21_MPI_FAULT_ARMED")},
            **(env or {})}
     started = time.monotonic()
@@ -76,7 +75,7 @@ def ef21(args: list[str], *, cwd: Path, ranks: int | None = None, env: dict | No
 
 def assert_input_error(out: Outcome, *fragments: str) -> None:
     """Exit 2, promptly, with one ``ef21-mpi: error:`` line holding every fragment and nothing else printed."""
-    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    lines = [line for line in (out.stdout + program_stderr(out.stderr)).splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("ef21-mpi: error")]
     problems = []
     if out.code != 2:

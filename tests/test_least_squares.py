@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import write_exact_libsvm
+from helpers import mpi_command, write_exact_libsvm
 
 from ef21_mpi.core import problems
 from ef21_mpi.core.data import shard
@@ -32,11 +31,7 @@ def ef21(args: list[str], ranks: int | None = None, timeout: float = TIMEOUT) ->
     """``python -m ef21_mpi ARGS``, under ``mpiexec -n ranks`` when given, with a timeout."""
     cmd = [sys.executable, "-m", "ef21_mpi", *args]
     if ranks is not None:
-        local = Path(sys.executable).parent / "mpiexec"
-        launcher = str(local) if local.exists() else shutil.which("mpiexec")
-        if launcher is None:
-            pytest.skip("mpiexec not found")
-        cmd = [launcher, "-n", str(ranks), *cmd]
+        cmd = [*mpi_command(ranks), *cmd]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
 

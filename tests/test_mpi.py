@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import assert_same_log, ef21, read_log, write_libsvm
+from helpers import MPI_LIBRARY, assert_same_log, ef21, read_log, write_libsvm
 
 pytestmark = pytest.mark.mpi
 
@@ -21,11 +21,13 @@ def test_mpi_equals_serial_bit_for_bit(algorithm, compressor, n, tmp_path):
               "--rounds", "60", "--stepsize-multiplier", "4", "--seed", "5", "--quiet"]
     serial = ef21([*common, "--backend", "serial", "--workers", str(n), "--out", str(tmp_path / "s.h5")])
     assert serial.returncode == 0, serial.stderr
-    mpi = ef21([*common, "--backend", "mpi", "--out", str(tmp_path / "m.h5")], ranks=n + 1)
+    # one worker per rank (spread): every message crosses MPI; packing is tested in test_placement.py
+    mpi = ef21([*common, "--backend", "mpi", "--placement", "spread", "--out", str(tmp_path / "m.h5")], ranks=n + 1)
     assert mpi.returncode == 0, mpi.stderr
     assert_same_log(tmp_path / "s.h5", tmp_path / "m.h5")
     data_m, attrs = read_log(tmp_path / "m.h5")
-    assert attrs["backend"] == "mpi" and attrs["world_size"] == n + 1 and "MPICH" in attrs["mpi_library"]
+    assert attrs["backend"] == "mpi" and attrs["world_size"] == n + 1 and MPI_LIBRARY in attrs["mpi_library"]
+    assert list(attrs["worker_rank"]) == list(range(1, n + 1))
     # top-k / rand-k messages: k float64 values + k int32 indices (+ the EF21+ flag byte) after round 0
     flag = 8 if algorithm == "ef21-plus" else 0
     per_round = 12 * 64 if algorithm == "gd" else 3 * (64 + 32) + flag
@@ -66,7 +68,7 @@ def test_worker_exception_fails_the_job_and_keeps_earlier_rows(tmp_path):
     assert reference.returncode == 0
     fault = {"EF21_MPI_FAULT": "rank=3,round=17,action=raise", "EF21_MPI_FAULT_ARMED": "yes, crash this run on purpose"}
     started = time.monotonic()
-    failed = ef21([*common, "--out", str(tmp_path / "f.h5")], ranks=5, env=fault, timeout=60)
+    failed = ef21([*common, "--placement", "spread", "--out", str(tmp_path / "f.h5")], ranks=5, env=fault, timeout=60)
     assert time.monotonic() - started < 30
     assert failed.returncode != 0
     assert "worker 2 (rank 3) failed in round 17" in failed.stderr
@@ -105,7 +107,8 @@ def test_fault_needs_both_variables(tmp_path):
     armed = {"EF21_MPI_FAULT": FAULT_SPEC, "EF21_MPI_FAULT_ARMED": ARM}
     launches = {"serial": (ef21([*serial, "--out", str(tmp_path / "s.h5")], env=armed, timeout=60),
                            "worker 1 failed in round 4", tmp_path / "s.h5"),
-                "mpi": (ef21([*args, "--out", str(tmp_path / "m.h5")], ranks=3, env=armed, timeout=60),
+                "mpi": (ef21([*args, "--placement", "spread", "--out", str(tmp_path / "m.h5")], ranks=3, env=armed,
+                             timeout=60),
                         "worker 1 (rank 2) failed in round 4", tmp_path / "m.h5")}
     for backend, (done, names, out) in launches.items():
         errors = [line for line in done.stderr.splitlines() if line.startswith("ef21-mpi:")]
@@ -164,8 +167,8 @@ def test_ranks_holding_several_workers_equal_serial_bit_for_bit(algorithm, extra
 def test_fault_in_a_rank_holding_several_workers_names_the_worker(tmp_path):
     data = write_libsvm(tmp_path / "small.svm")
     fault = {"EF21_MPI_FAULT": "rank=4,round=9,action=raise", "EF21_MPI_FAULT_ARMED": "yes, crash this run on purpose"}
-    failed = ef21(["run", "--dataset", str(data), "--rounds", "30", "--workers", "4", "--quiet",
-                   "--out", str(tmp_path / "f.h5")], ranks=3, env=fault, timeout=60)
+    failed = ef21(["run", "--dataset", str(data), "--rounds", "30", "--workers", "4", "--quiet", "--placement",
+                   "spread", "--out", str(tmp_path / "f.h5")], ranks=3, env=fault, timeout=60)
     assert failed.returncode != 0
     assert "worker 3 (rank 2) failed in round 9" in failed.stderr  # workers 2-3 live on rank 2
     logged, attrs = read_log(tmp_path / "f.h5")

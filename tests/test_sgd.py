@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import VOLATILE, VOLATILE_ATTRS, read_file, read_log
+from helpers import VOLATILE, VOLATILE_ATTRS, mpi_command, read_file, read_log
 
 from ef21_mpi.core.compressors import TopK
 from ef21_mpi.core.methods import make_method
@@ -27,17 +26,8 @@ def ef21(args: list[str], ranks: int | None = None, timeout: float = TIMEOUT) ->
     """``python -m ef21_mpi ARGS``, under ``mpiexec -n ranks`` when given, with a timeout."""
     cmd = [sys.executable, "-m", "ef21_mpi", *args]
     if ranks is not None:
-        cmd = [mpiexec(), "-n", str(ranks), *cmd]
+        cmd = [*mpi_command(ranks), *cmd]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
-
-
-def mpiexec() -> str:
-    """The launcher next to this interpreter (the MPICH wheel's), else the one on PATH."""
-    local = Path(sys.executable).parent / "mpiexec"
-    found = str(local) if local.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("mpiexec not found")
-    return found
 
 
 def random_problem(N: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

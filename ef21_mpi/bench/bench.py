@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ef21_mpi.bench import ranks, workers
 from ef21_mpi.bench.naive import N_WORKERS, dense_floor, median_seconds, naive_ef21, naive_shards
 from ef21_mpi.bench.report import format_report, ms
-from ef21_mpi.bench.workers import SYNTH_DIM, SYNTH_WORKERS, WORKER_COUNTS, format_workers, part_workers
 from ef21_mpi.errors import InputError, from_core
 from ef21_mpi.runtime.config import RunConfig
 
-PARTS = {"serial", "mpi", "scale", "workers"}
+PARTS = {"serial", "mpi", "scale", "workers", "ranks", "startup"}  # ranks, startup: bench/ranks.py
 DEFAULT_DIMS = (10**3, 10**4, 10**5, 10**6)
 BITS_PER_ENTRY = 64 + 32  # a Top-k entry on the wire: float64 value + int32 index
 
@@ -298,7 +298,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p = parser or argparse.ArgumentParser(prog="ef21-mpi bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="toy sizes everywhere (seconds, for tests)")
     p.add_argument("--parts", default="serial,mpi,scale,workers",
-                   help="comma list of serial, mpi, scale, workers (default all)")
+                   help="comma list of serial, mpi, scale, workers, ranks, startup (default: the first four)")
     p.add_argument("--dataset", default="a9a", help="data set of parts 1-3 (default a9a)")
     p.add_argument("--data-dir", help="folder holding the data sets (default: $EF21_DATA_DIR, then data/)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each measurement (default 3)")
@@ -316,17 +316,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--scale-rounds", type=int, default=20, help="rounds per scale run (default 20)")
     p.add_argument("--scale-log-every", type=int, default=5, help="log interval of scale runs (default 5)")
     p.add_argument("--scale-ranks", type=int, default=N_WORKERS + 1, help="MPI ranks for part 4 (default 21)")
-    p.add_argument("--trace-dim", type=int, default=10**5, help="d of the tracemalloc allocation audit (default 1e5)")
-    p.add_argument("--worker-counts", default=",".join(str(n) for n in WORKER_COUNTS),
-                   help="numbers of workers of part 5 (default 20,200,1000,10000)")
-    p.add_argument("--worker-rounds", type=int, default=300, help="rounds per part-5 run (default 300)")
-    p.add_argument("--synth-workers", type=int, default=SYNTH_WORKERS,
-                   help="part 5 also runs this many workers on a synthetic d = --synth-dim file (default 1000; 0: skip)")
-    p.add_argument("--synth-dim", type=int, default=SYNTH_DIM, help="d of that synthetic file (default 1e5)")
+    p.add_argument("--trace-dim", type=int, default=10**5, help="d of the tracemalloc allocation audit (1e5)")
+    workers.add_worker_arguments(p)
     p.add_argument("--mpiexec", default=find_mpiexec(), help="MPI launcher (default: the one beside python)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per mpiexec launch (default 1800)")
     p.add_argument("--workdir", help="folder for logs and synthetic data (default: a temporary folder)")
     p.add_argument("--json", help="also write every figure to this JSON file")
+    p.add_argument("--openmpi-python", help="part ranks: also run under the Open MPI of this python's environment")
+    p.add_argument("--startup-rows", type=int, default=2_000_000, help="rows of the start-up part (default 2e6)")
+    p.add_argument("--startup-dim", type=int, default=10**6, help="d of the start-up part (default 1e6)")
     return p
 
 
@@ -336,7 +334,8 @@ def apply_quick(opts: argparse.Namespace) -> None:
     opts.ranks, opts.mpi_rounds, opts.scale_ranks, opts.grouped_ranks = 3, 30, 3, 2
     opts.scale_dims, opts.scale_rows, opts.scale_nnz, opts.scale_rounds, opts.scale_log_every = "100,200", 400, 5, 6, 2
     opts.trace_dim, opts.sparse_log_every = 200, 5
-    opts.worker_counts, opts.worker_rounds, opts.synth_workers, opts.synth_dim = "2,4,8", 12, 4, 300
+    workers.quick_workers(opts)
+    opts.startup_rows, opts.startup_dim = 400, 100
 
 
 def cmd_bench(opts: argparse.Namespace) -> int:
@@ -347,12 +346,9 @@ def cmd_bench(opts: argparse.Namespace) -> int:
         raise InputError(f"--parts {opts.parts}: expected a comma list of {', '.join(sorted(PARTS))}")
     try:
         opts.scale_dims = [int(d) for d in str(opts.scale_dims).split(",") if d]
-        opts.worker_counts = [int(n) for n in str(opts.worker_counts).split(",") if n]
     except ValueError:
-        raise InputError(f"--scale-dims {opts.scale_dims} / --worker-counts {opts.worker_counts}: expected a comma "
-                         "list of integers") from None
-    if not opts.worker_counts or min(opts.worker_counts) < 1:
-        raise InputError(f"--worker-counts {opts.worker_counts}: expected positive integers")
+        raise InputError(f"--scale-dims {opts.scale_dims}: expected a comma list of integers") from None
+    workers.parse_worker_counts(opts)
     minimums = {"--repeats": (opts.repeats, 1), "--rounds": (opts.rounds, 1),
                 "--naive-rounds": (opts.naive_rounds, 1), "--ranks": (opts.ranks, 2),
                 "--scale-ranks": (opts.scale_ranks, 2), "--mpi-rounds": (opts.mpi_rounds, 1),
@@ -381,8 +377,14 @@ def cmd_bench(opts: argparse.Namespace) -> int:
             result["scale"] = part_scale(opts, workdir)
         if "workers" in parts:
             print("part 5: worker count", file=sys.stderr)
-            result["workers"] = part_workers(opts, workdir, serial_run, run_config)
-    print(format_report(result) + ("\n".join(format_workers(result["workers"])) if "workers" in result else ""))
+            result["workers"] = workers.part_workers(opts, workdir, serial_run, run_config)
+        for part in ("ranks", "startup"):
+            if part in parts:
+                print(f"part {part}", file=sys.stderr)
+                result[part] = getattr(ranks, f"part_{part}")(opts, workdir)
+    print(format_report(result) + ("\n".join(workers.format_workers(result["workers"])) if "workers" in result else ""))
+    if parts & {"ranks", "startup"}:
+        print(ranks.format_ranks(result))
     if opts.json:
         Path(opts.json).write_text(json.dumps(result, indent=1, default=str))
     return 0

@@ -175,7 +175,7 @@ def run_config(spec: dict, run: dict, out: Path) -> RunConfig:
     return RunConfig(dataset=spec["dataset"], out=str(out), algorithm=run.get("algorithm", "ef21"),
                      compressor="top-k", k=run["k"], rounds=run["rounds"], log_every=run["log_every"],
                      data_dir=spec.get("data_dir") or None, workers=spec.get("workers") or None, overwrite=True,
-                     quiet=True)
+                     quiet=True, placement="spread")  # the floors are per launched rank; part ranks times auto
 
 
 def run_exit_code(cfg: RunConfig, hooks: Hooks) -> int:

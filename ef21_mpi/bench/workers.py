@@ -81,3 +81,27 @@ def format_workers(result: dict) -> list[str]:
     lines.append(f"    peak RSS of one whole run with n = {result['peak_n']}: {result['peak_rss_mb']:.0f} MB "
                  f"(start-up included)")
     return lines
+
+
+def add_worker_arguments(p) -> None:
+    p.add_argument("--worker-counts", default=",".join(str(n) for n in WORKER_COUNTS),
+                   help="numbers of workers of part 5 (default 20,200,1000,10000)")
+    p.add_argument("--worker-rounds", type=int, default=300, help="rounds per part-5 run (default 300)")
+    p.add_argument("--synth-workers", type=int, default=SYNTH_WORKERS,
+                   help="part 5 also runs this many workers on a synthetic d = --synth-dim file (default 1000; 0: skip)")
+    p.add_argument("--synth-dim", type=int, default=SYNTH_DIM, help="d of that synthetic file (default 1e5)")
+
+
+def quick_workers(opts) -> None:
+    opts.worker_counts, opts.worker_rounds, opts.synth_workers, opts.synth_dim = "2,4,8", 12, 4, 300
+
+
+def parse_worker_counts(opts) -> None:
+    from ef21_mpi.errors import InputError
+
+    try:
+        opts.worker_counts = [int(n) for n in str(opts.worker_counts).split(",") if n]
+    except ValueError:
+        raise InputError(f"--worker-counts {opts.worker_counts}: expected a comma list of integers") from None
+    if not opts.worker_counts or min(opts.worker_counts) < 1:
+        raise InputError(f"--worker-counts {opts.worker_counts}: expected positive integers")

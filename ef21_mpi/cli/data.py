@@ -31,6 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--out", required=True, help="output file; .bz2, .gz or .xz compresses")
     syn.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     syn.set_defaults(handler=cmd_synth)
+    prep = dsub.add_parser("prepare", help="cut a data set into the shards of n workers, in one binary HDF5 store",
+                           description="Write each worker's CSR block of DATASET (sequential shards, as a run cuts "
+                                       "them) into one HDF5 file, with the source's sha256, per-shard checksums and "
+                                       "the curvature behind L_i, L, L~. Run on it with --dataset STORE.h5: under "
+                                       "MPI every worker rank reads only its own shards, in parallel.")
+    prep.add_argument("dataset", help="registry name or LibSVM file")
+    prep.add_argument("--workers", type=int, required=True, help="number of workers n the runs will use")
+    prep.add_argument("--out", required=True, help="the store to write (.h5)")
+    prep.add_argument("--problem", default="logreg", choices=("logreg", "least-squares"),
+                      help="problem whose constants are stored (default %(default)s; others are computed at run time)")
+    prep.add_argument("--data-dir")
+    prep.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    prep.set_defaults(handler=cmd_prepare)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -73,4 +86,24 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"{out}: {data.A.shape[0]} rows, d = {data.d}, {data.A.nnz} nonzeros, "
           f"{int((data.y > 0).sum())} positive, {out.stat().st_size / 1e6:.1f} MB "
           f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ef21_mpi.runtime import store
+
+    out = Path(args.out)
+    if out.suffix not in (".h5", ".hdf5"):
+        raise InputError(f"--out {out}: expected a .h5 file")
+    if out.exists() and not args.overwrite:
+        raise InputError(f"--out {out} already exists; pass --overwrite to replace it")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    started = time.perf_counter()
+    with from_core():
+        info = store.prepare(args.dataset, args.data_dir, args.workers, args.problem, out)
+    print(f"{out}: {info.name} ({info.N} rows, d = {info.d}) in {info.n} shards, sha256 {info.source_sha256[:12]}..., "
+          f"{out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s")
     return 0

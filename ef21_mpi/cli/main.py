@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 
 from ef21_mpi.cli import bench, data, inspect, plot, run, sweep, theory
@@ -34,12 +35,15 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except InputError as err:
-        from ef21_mpi.runtime.session import mpi_rank
+        from ef21_mpi.runtime.session import mpi_rank, mpi_world_size
 
         if mpi_rank() == 0:  # under mpiexec every rank fails alike; one message is enough
             if args.debug:
                 traceback.print_exc()
-            print(f"ef21-mpi: error: {err}", file=sys.stderr)
+            if not err.reported:
+                err.report()
+        elif mpi_world_size() > 1:
+            time.sleep(0.5)  # let rank 0's line out: Open MPI's launcher ends the job at the first non-zero exit
         return 2
 
 

@@ -9,7 +9,7 @@ from ef21_mpi.core.compressors import COMPRESSORS
 from ef21_mpi.core.methods import INITS, METHODS
 from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime.config import BACKENDS, RunConfig, from_options
+from ef21_mpi.runtime.config import BACKENDS, PLACEMENTS, RunConfig, from_options
 
 
 class NamesOrSpec(tuple):
@@ -79,6 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint about this often (default 60 s)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: MPI when launched with more than one rank")
+    p.add_argument("--placement", default="auto", choices=PLACEMENTS,
+                   help="MPI: auto = when a node has more ranks than cores, run the workers on as many ranks as "
+                        "it has cores and let the others wait idle; spread = one block of workers per rank; "
+                        "pack = as auto, even without oversubscription")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--stall-timeout", type=float, metavar="SECONDS", help="under MPI: end the job (status failed) "
                    "when no round completes for SECONDS, naming the worker rank that made no progress (default: off)")

@@ -231,20 +231,29 @@ def _regulariser_curvature(problem: str, lam: float) -> float:
 
 def smoothness_constants(problem: str, shards: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float) -> Constants:
     """``L_i``, ``L`` (smoothness of the mean of the ``f_i``) and ``L~ = sqrt(mean L_i^2)``; ``mu`` for least squares."""
+    f_star = least_squares_optimum(shards, lam)[1] if problem == "least-squares" else None
+    return constants_from_curvature(problem, curvature(problem, shards), lam, f_star)
+
+
+def curvature(problem: str, shards: Sequence[tuple[sp.csr_matrix, np.ndarray]]) -> dict:
+    """The data's part of the constants, independent of ``lam``: the largest eigenvalue of each ``c A_i^T A_i / N_i``
+    (``eig_i``), of their mean (``eig``) and, for least squares, the smallest of the mean (``eig_min``)."""
     c = _hessian_scale(problem)
-    reg = _regulariser_curvature(problem, lam)
     n = len(shards)
-    L_i = np.array(
-        [_extreme_eig(A * np.sqrt(c / max(A.shape[0], 1)), "LA") + reg for A, _ in shards], dtype=np.float64
-    )
+    eig_i = np.array([_extreme_eig(A * np.sqrt(c / max(A.shape[0], 1)), "LA") for A, _ in shards], dtype=np.float64)
     # (1/n) sum_i c A_i^T A_i / N_i  ==  W^T W with the rows of shard i scaled by sqrt(c / (n N_i)).
     W = sp.vstack([A * np.sqrt(c / (n * max(A.shape[0], 1))) for A, _ in shards], format="csr")
-    L = _extreme_eig(W, "LA") + reg
-    mu = f_star = None
-    if problem == "least-squares":
-        mu = _extreme_eig(W, "SA") + reg
-        f_star = least_squares_optimum(shards, lam)[1]
-    return Constants(L_i=L_i, L=L, L_tilde=float(np.sqrt(np.mean(L_i**2))), mu=mu, f_star=f_star)
+    return {"eig_i": eig_i, "eig": _extreme_eig(W, "LA"),
+            "eig_min": _extreme_eig(W, "SA") if problem == "least-squares" else None}
+
+
+def constants_from_curvature(problem: str, eigs: dict, lam: float, f_star: float | None = None) -> Constants:
+    """`Constants` from `curvature`'s eigenvalues plus the regulariser's curvature (a prepared shard store keeps
+    the eigenvalues, so a run on it needs no pass over the data)."""
+    reg = _regulariser_curvature(problem, lam)
+    L_i = np.asarray(eigs["eig_i"], dtype=np.float64) + reg
+    mu = eigs["eig_min"] + reg if problem == "least-squares" else None
+    return Constants(L_i=L_i, L=eigs["eig"] + reg, L_tilde=float(np.sqrt(np.mean(L_i**2))), mu=mu, f_star=f_star)
 
 
 def least_squares_optimum(shards: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float) -> tuple[np.ndarray, float]:

@@ -17,11 +17,12 @@ BACKENDS = ("auto", "serial", "mpi")
 INT64_MAX = 2**63 - 1  # integers are stored as int64 in the log
 NAME_MAX = 255  # bytes in one file name (Linux, macOS)
 TEMP_EXTRA = len(".") + len(".tmp-") + 8  # the longest name beside a log: its temporary files
+PLACEMENTS = ("auto", "pack", "spread")  # runtime.placement: where the workers run under MPI
 SERIAL_WORKERS = 20  # the paper's n
 
 #: Settings that change how a run is executed or stored, but none of its numbers; a resumed run may change them.
 RUNTIME_FIELDS = frozenset({"out", "overwrite", "data_dir", "backend", "quiet", "flush_every", "flush_seconds",
-                            "checkpoint_every", "checkpoint_seconds", "stall_timeout"})
+                            "checkpoint_every", "checkpoint_seconds", "stall_timeout", "placement"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class RunConfig:
     data_dir: str | None = None
     overwrite: bool = False
     backend: str = "auto"
+    placement: str = "auto"
     quiet: bool = False
     stall_timeout: float | None = None  # MPI: end the job if no round completes for this many seconds
 
@@ -150,6 +152,7 @@ def validate_values(cfg: RunConfig) -> None:
     _choice(cfg.init, INITS, "--init")
     _choice(cfg.problem, PROBLEMS, "--problem")
     _choice(cfg.backend, BACKENDS, "--backend")
+    _choice(cfg.placement, PLACEMENTS, "--placement")
     _positive_finite(cfg.stepsize, "--stepsize")
     _positive_finite(cfg.stepsize_multiplier, "--stepsize-multiplier")
     _positive_finite(cfg.flush_seconds, "--flush-seconds")

@@ -1,7 +1,9 @@
 """From a `RunConfig` to everything a run needs: shards, constants, stepsize, ``x^0`` and the log's attributes.
 
 This is start-up work, done once by the serial process or by rank 0 (which then hands each worker its
-shard). Everything is a pure function of the configuration and the data, so every backend agrees.
+shard). Everything is a pure function of the configuration and the data, so every backend agrees. A prepared
+shard store (`store`) as ``--dataset`` gives the same experiment without parsing text; under MPI rank 0 then
+reads no shard at all (the workers read their own).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from ef21_mpi.core.compressors import COMPRESSORS, PARAMETERS, Compressor, Ident
 from ef21_mpi.core.data import Dataset, shard_bounds
 from ef21_mpi.core.datasets import load as load_dataset
 from ef21_mpi.core.methods import Method, make_method
-from ef21_mpi.core.problems import Constants, ShardGroup, make_shards, smoothness_constants
+from ef21_mpi.core.problems import Constants, ShardGroup, constants_from_curvature, make_shards, smoothness_constants
 from ef21_mpi.core.stepsizes import Theory, theory
 from ef21_mpi.errors import InputError, from_core
+from ef21_mpi.runtime import store
 from ef21_mpi.runtime.config import RunConfig
 from ef21_mpi.version import __version__
 
@@ -44,6 +47,13 @@ class Experiment:
     seeds: list[np.random.SeedSequence]  # one independent stream per worker
     method_class: type[Method]  # from the registry or a plug-in (`core.plugins`)
     options: dict = field(default_factory=dict)  # the method's own settings (`Method.options`)
+    sizes: list[int] | None = None  # rows per shard (None: from ``shards``)
+    store: str | None = None  # the shard store the workers read, if ``--dataset`` is one
+
+    @property
+    def shard_sizes(self) -> np.ndarray:
+        sizes = self.sizes if self.sizes is not None else [A.shape[0] for A, _ in self.shards]
+        return np.array(sizes, dtype=np.int64)
 
     @property
     def n(self) -> int:
@@ -106,30 +116,52 @@ def check_memory(name: str, n: int, d: int) -> None:
                          f"GiB, more than this machine's {physical / 2**30:.1f} GiB; check the file's feature indices")
 
 
-def build(cfg: RunConfig, n_workers: int) -> Experiment:
+def build(cfg: RunConfig, n_workers: int, need_shards: bool = True) -> Experiment:
     """Load and shard the data, compute the constants and the stepsize (SPEC 1, 2, 5, 6).
 
     The second half of the door: what can only be checked against the data. The core's ValueErrors
     (a malformed file, too many workers, ...) become the one-line `InputError` the user sees.
+    ``need_shards=False`` (the MPI master): from a shard store, read no shard unless the constants need them.
     """
     with from_core():
-        return _build(cfg, n_workers)
+        return _build(cfg, n_workers, need_shards)
 
 
-def _build(cfg: RunConfig, n_workers: int) -> Experiment:
-    dataset = load_dataset(cfg.dataset, cfg.data_dir)
+def _from_store(cfg: RunConfig, n_workers: int, need_shards: bool):
+    """Dataset header, shards (or none), sizes and constants from a prepared store."""
+    s = store.info(cfg.dataset)
+    if cfg.shuffle:
+        raise InputError(f"--shuffle: {cfg.dataset} holds the sequential shards; shuffle with the LibSVM file")
+    if n_workers != s.n:
+        raise InputError(f"--dataset {cfg.dataset} holds {s.n} shards but the run has {n_workers} workers; "
+                         f"run with --workers {s.n} or prepare the store with --workers {n_workers}")
+    stored = cfg.problem == s.problem == "logreg"  # least squares also needs f*, a solve over all the data
+    shards = [store.read_shard(s.path, i, s.d) for i in range(s.n)] if need_shards or not stored else []
+    constants = (constants_from_curvature(cfg.problem, s.eigs, cfg.lam) if stored
+                 else smoothness_constants(cfg.problem, shards, cfg.lam))
+    dataset = Dataset(s.name, s.source_path, sp.csr_matrix((0, s.d)), np.empty(0), s.d, s.source_sha256)
+    return dataset, shards, [int(v) for v in s.sizes], constants
+
+
+def _build(cfg: RunConfig, n_workers: int, need_shards: bool) -> Experiment:
     master_seed, *worker_seeds = np.random.SeedSequence(cfg.seed).spawn(n_workers + 1)
     master_rng = np.random.default_rng(master_seed)
-    order = master_rng.permutation(dataset.N) if cfg.shuffle else None
-    A, y = (dataset.A, dataset.y) if order is None else (dataset.A[order], dataset.y[order])
-    bounds = shard_bounds(dataset.N, n_workers)
-    shards = [(sp.csr_matrix(A[lo:hi]), np.ascontiguousarray(y[lo:hi])) for lo, hi in bounds]
-    check_memory(dataset.name, n_workers, dataset.d)
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            constants = smoothness_constants(cfg.problem, shards, cfg.lam)
-    except (np.linalg.LinAlgError, ZeroDivisionError, OverflowError, FloatingPointError) as err:
-        raise InputError(too_large(dataset, cfg, f"{type(err).__name__}: {err}")) from None
+    shard_store = cfg.dataset if store.is_store(cfg.dataset) else None
+    if shard_store is not None:
+        dataset, shards, sizes, constants = _from_store(cfg, n_workers, need_shards)
+    else:
+        dataset = load_dataset(cfg.dataset, cfg.data_dir)
+        order = master_rng.permutation(dataset.N) if cfg.shuffle else None
+        A, y = (dataset.A, dataset.y) if order is None else (dataset.A[order], dataset.y[order])
+        bounds = shard_bounds(dataset.N, n_workers)
+        shards = [(sp.csr_matrix(A[lo:hi]), np.ascontiguousarray(y[lo:hi])) for lo, hi in bounds]
+        sizes = [hi - lo for lo, hi in bounds]
+        check_memory(dataset.name, n_workers, dataset.d)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                constants = smoothness_constants(cfg.problem, shards, cfg.lam)
+        except (np.linalg.LinAlgError, ZeroDivisionError, OverflowError, FloatingPointError) as err:
+            raise InputError(too_large(dataset, cfg, f"{type(err).__name__}: {err}")) from None
     if constants.mu is not None and cfg.stepsize is None and not constants.mu > 1e-12 * constants.L:
         raise InputError(f"--problem least-squares: f is not strongly convex on {dataset.name} with --lam {cfg.lam} "
                          f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
@@ -145,14 +177,15 @@ def _build(cfg: RunConfig, n_workers: int) -> Experiment:
     if bad:
         raise InputError(too_large(dataset, cfg, ", ".join(bad)))
     if method_class.minibatch:
-        smallest = min(hi - lo for lo, hi in bounds)
+        smallest = min(sizes)
         if cfg.batch_size > smallest:
             raise InputError(f"--batch-size {cfg.batch_size} exceeds the smallest shard ({smallest} rows)")
     x0 = make_x0(cfg.x0, dataset.d, master_rng)
     # the master's own random choices in the round loop (EF21-PP's S^t, EF21-BC's C_M): a child of its seed
     options = {"participation": cfg.participation, "down_compressor": cfg.down_compressor, "down_k": cfg.down_k,
                "momentum": cfg.momentum, "levels": cfg.levels, "master_seed": master_seed.spawn(1)[0]}
-    exp = Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds, method_class, options)
+    exp = Experiment(cfg, dataset, shards, constants, th, gamma, compressor, x0, worker_seeds, method_class, options,
+                     sizes, shard_store)
     exp.method()  # an option that only the data can refute (round(p n) = 0, --down-k > d) fails here
     return exp
 
@@ -197,10 +230,10 @@ def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: 
         "dataset": exp.dataset.name,
         "dataset_path": exp.dataset.path,
         "dataset_sha256": exp.dataset.sha256,
-        "N": exp.dataset.N,
+        "N": int(exp.shard_sizes.sum()),
         "d": exp.d,
         "n_workers": exp.n,
-        "shard_sizes": np.array([A.shape[0] for A, _ in exp.shards], dtype=np.int64),
+        "shard_sizes": exp.shard_sizes,
         "L": c.L,
         "L_i": c.L_i,
         "L_tilde": c.L_tilde,
@@ -237,4 +270,6 @@ def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: 
     for name in ("participation", "down_compressor", "down_k", "momentum", "levels"):
         if getattr(cfg, name) is not None:
             attrs[name] = getattr(cfg, name)
+    if exp.store is not None:
+        attrs["shard_store"] = exp.store
     return attrs

@@ -4,10 +4,14 @@ The session decides what to run; this module starts the worker ranks on it (`Mpi
 the buffers of every round (`MpiCluster.round`) and runs the worker ranks' loop (`serve`).
 
 By default each worker rank holds one worker (n = R); with ``--workers n`` > R, rank r holds a contiguous
-block of workers as one `WorkerGroup`, which computes exactly what n ranks of one worker would.
+block of workers as one `WorkerGroup`, which computes exactly what n ranks of one worker would. When a node
+holds more ranks than cores, only as many take part as there are cores and the others park (`placement`);
+the rounds then run on a communicator of the working ranks, and every rank meets the others in one last
+nonblocking barrier on ``COMM_WORLD`` when the run ends.
 
 Start-up (pickled messages are fine here): rank 0 sends every worker rank a `WorkerJob` (the method's
-parameters, seeds and placement), then its shards as CSR arrays; rank 0 keeps no shard. A start-up error
+parameters, seeds and placement), then its shards as CSR arrays (or, from a prepared shard store, each
+worker rank reads its own, `store.read_shard`); rank 0 keeps no shard. A start-up error
 on rank 0 is broadcast instead (`refuse`) so every rank exits with status 2.
 
 Each round moves buffers allocated once, one collective per direction (`wire`): the
@@ -35,7 +39,8 @@ import scipy.sparse as sp
 from ef21_mpi.core.compressors import Compressor
 from ef21_mpi.core.methods import Messages, Method, make_method
 from ef21_mpi.core.problems import make_shards
-from ef21_mpi.runtime import faults, watchdog
+from ef21_mpi.errors import InputError, from_core
+from ef21_mpi.runtime import faults, placement, store, watchdog
 from ef21_mpi.runtime.checkpoint import concat_arrays, restore_workers, slice_arrays, worker_arrays
 from ef21_mpi.runtime.loop import RunFailed
 from ef21_mpi.runtime.wire import Slots, pack, unpack
@@ -54,9 +59,10 @@ def world():
 
 
 def library_version() -> str:
+    """The MPI library's own name for itself, cleaned for the log (Open MPI's ends in a NUL byte)."""
     from mpi4py import MPI
 
-    return MPI.Get_library_version().splitlines()[0].strip()
+    return placement.printable(MPI.Get_library_version())
 
 
 @dataclass(frozen=True)
@@ -76,24 +82,37 @@ class WorkerJob:
     problem: str
     lam: float
     seeds: list  # one SeedSequence per worker
-    ranks: list[range]  # the workers of each worker rank
+    ranks: list[range]  # the workers of each worker rank 1..R (empty: the rank parks)
     batch_size: int | None
     restore: bool  # worker states follow the shards
     options: dict = field(default_factory=dict)  # the method's own settings (`Method.options`)
     first_round: int = 0  # the round the loop starts with (after a checkpoint: its round + 1)
     report_progress: bool = False  # send rank 0 each computed round (for its stall watchdog)
+    store: str | None = None  # a prepared shard store: each worker rank reads its own shards from it
 
     def method(self) -> Method:
         return make_method(self.method_class, self.compressor, self.gamma, self.n, self.d, self.init, **self.options)
+
+    def working(self, comm):
+        """The communicator of the rounds: ``comm`` itself, or, when some ranks park, a split of the working
+        ranks in world order (``COMM_NULL`` on a parked rank). Collective over ``comm``."""
+        if all(len(block) for block in self.ranks):
+            return comm
+        from mpi4py import MPI
+
+        rank = comm.Get_rank()
+        works = rank == 0 or len(self.ranks[rank - 1]) > 0
+        return comm.Split(0 if works else MPI.UNDEFINED, rank)
 
 
 class MpiCluster:
     """The master's view of the workers: ``round`` = broadcast ``x``, gather the messages (and monitors)."""
 
-    def __init__(self, comm, method: Method, n: int, d: int, ranks: list[range], first_round: int = 0):
+    def __init__(self, comm, method: Method, n: int, d: int, ranks: list[range], first_round: int = 0, world=None):
         from mpi4py import MPI
 
         self.comm, self.MPI = comm, MPI
+        self.world = comm if world is None else world  # parked ranks wait on it for `stop`
         self.method = method
         self.slots = Slots(method, n, d)
         self.down = down_buffer(method)
@@ -101,19 +120,27 @@ class MpiCluster:
         self.recv = {key: np.zeros(max(n * self.slots.stride(key, True), 8), dtype=np.uint8) for key in (0, 1)}
         self.layouts = {(key, logged): self.slots.layout(key, logged, ranks) for key in (0, 1) for logged in (False, True)}
         self.empty = np.zeros(0, dtype=np.uint8)
+        self.problem: str | None = None  # a worker rank's start-up failure (the workers wait for `stop`)
 
     @classmethod
     def start(cls, comm, job: WorkerJob, shards, worker_states: dict | None) -> MpiCluster:
         """Release the waiting worker ranks with ``job``, send their shards (and states), return the cluster."""
         comm.Ibarrier().Wait()
         comm.bcast({"ok": True, "job": job}, root=0)
-        for dest, mine in enumerate(job.ranks, start=1):
+        work = job.working(comm)
+        blocks = [block for block in job.ranks if len(block)]  # work's ranks 1, 2, ...
+        for dest, mine in enumerate(blocks if job.store is None else [], start=1):
             for i in mine:
-                _send_shard(comm, shards[i], dest)
+                _send_shard(work, shards[i], dest)
+        cluster = cls(work, job.method(), job.n, job.d, blocks, job.first_round, world=comm)
+        if job.store is not None:  # did every rank read (and check) its shards? If not, the caller cleans up, then stops
+            cluster.problem = next((text for text in work.gather(None, root=0)[1:] if text), None)
+            if cluster.problem is not None:
+                return cluster
         if worker_states is not None:
-            for dest, mine in enumerate(job.ranks, start=1):
-                comm.send(slice_arrays(worker_states, mine), dest=dest, tag=3)
-        return cls(comm, job.method(), job.n, job.d, job.ranks, job.first_round)
+            for dest, mine in enumerate(blocks, start=1):
+                work.send(slice_arrays(worker_states, mine), dest=dest, tag=3)
+        return cluster
 
     def _broadcast(self, control: float, payload: np.ndarray | None = None) -> None:
         nbytes = self.method.downlink_nbytes(self.next_round)
@@ -148,6 +175,8 @@ class MpiCluster:
 
     def stop(self) -> None:
         self._broadcast(STOP)
+        if self.world is not self.comm:
+            placement.release(self.world)
 
 
 def down_buffer(method: Method) -> np.ndarray:
@@ -203,20 +232,43 @@ def serve(comm, wrap_group: Callable | None = None) -> int:
     job: WorkerJob = header["job"]
     rank = comm.Get_rank()
     mine = job.ranks[rank - 1]  # this rank's workers
-    blocks = [_receive_shard(comm) for _ in mine]
+    work = job.working(comm)
+    if not len(mine):
+        placement.park(comm)
+        return 0
+    if job.store is not None:  # every worker rank reads its own shards, all in parallel
+        problem = None
+        try:
+            with from_core():
+                blocks = [store.read_shard(job.store, i, job.d) for i in mine]
+        except (InputError, OSError, KeyError) as err:
+            problem = f"--dataset {job.store}: rank {rank} cannot read its shards: {err}"
+        work.gather(problem, root=0)
+        if problem is not None:  # rank 0 stops everyone and reports it
+            method = job.method()  # answer rank 0's stop: its broadcast has the size of the round it would start
+            work.Bcast(down_buffer(method)[:8 + method.downlink_nbytes(job.first_round)], root=0)
+            if work is not comm:
+                placement.release(comm)
+            return 2
+    else:
+        blocks = [_receive_shard(work) for _ in mine]
     method = job.method()
     group = WorkerGroup(method, make_shards(job.problem, blocks, job.lam), job.seeds[mine.start:mine.stop],
                         job.batch_size, first=mine.start)
     if job.restore:
-        restore_workers(group.state, comm.recv(source=0, tag=3))
+        restore_workers(group.state, work.recv(source=0, tag=3))
     group = faults.arm_group(group)
     if wrap_group is not None:
         group = wrap_group(group)
-    return _answer_rounds(comm, group, method, Slots(method, job.n, job.d), len(mine), job.first_round,
+    code = _answer_rounds(work, group, method, Slots(method, job.n, job.d), len(mine), job.first_round, rank,
                           job.report_progress)
+    if work is not comm:
+        placement.release(comm)
+    return code
 
 
-def _answer_rounds(comm, group, method: Method, slots: Slots, m: int, next_round: int, progress: bool = False) -> int:
+def _answer_rounds(comm, group, method: Method, slots: Slots, m: int, next_round: int, rank: int,
+                   progress: bool = False) -> int:
     down = down_buffer(method)
     progress_buf = np.zeros(1, dtype=np.int64)
     send = {key: np.zeros(m * slots.stride(key, True), dtype=np.uint8) for key in (0, 1)}
@@ -241,7 +293,7 @@ def _answer_rounds(comm, group, method: Method, slots: Slots, m: int, next_round
                 failed = True
                 who, detail = ((err.who, err.detail) if isinstance(err, WorkerFailed)
                                else (group.label, f"{type(err).__name__}: {err}"))
-                text = f"{who} (rank {comm.Get_rank()}) failed in round {t}: {detail}"
+                text = f"{who} (rank {rank}) failed in round {t}: {detail}"
                 comm.send((t, text.replace("\n", " ")), dest=0, tag=TAG_ERROR)
         if progress:
             watchdog.report_progress(comm, t, progress_buf)

@@ -27,7 +27,6 @@ from ef21_mpi.runtime.loop import LoopState, Observer, Outcome, fresh_loop, run_
 from ef21_mpi.runtime.observers import Checkpointer, LogWriter, Progress, StopSignal
 from ef21_mpi.runtime.resume import ResumeRequest, read_attrs, restore, resume_config
 from ef21_mpi.runtime.serial import SerialCluster
-from ef21_mpi.runtime.wire import rank_workers
 from ef21_mpi.runtime.worker import WorkerGroup
 
 EXIT_CODES = {"completed": 0, "converged": 0, "failed": 1, "diverged": 3}
@@ -111,12 +110,12 @@ def check_not_an_input(cfg: RunConfig, exp: Experiment) -> None:
 
 
 def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world_size: int, resume: bool,
-          lock) -> Start:
+          lock, placement: dict | None = None) -> Start:
     """Open (or continue) the log under its writer lock (held already); the loop state comes from the checkpoint
-    if resuming."""
+    if resuming. ``placement``: the MPI backend's record of which rank held which worker (log attributes)."""
     out = Path(cfg.out)
     check_not_an_input(cfg, exp)
-    attrs = log_attributes(exp, backend, mpi_library, world_size)
+    attrs = {**log_attributes(exp, backend, mpi_library, world_size), **(placement or {})}
     extra = ("loss_gap",) if exp.constants.f_star is not None else ()
     log = RunLog(out, attrs, exp.n, exp.d, extra_series=extra, flush_seconds=cfg.flush_seconds,
                  flush_every=cfg.flush_every)
@@ -193,11 +192,13 @@ def release(s: Start) -> None:
     files.release_writer_lock(s.log.path, s.lock)
 
 
-def locked_start(cfg: RunConfig, backend: str, mpi_library: str, world_size: int, resume: bool) -> Start:
+def locked_start(cfg: RunConfig, backend: str, mpi_library: str, world_size: int, resume: bool,
+                 need_shards: bool = True, placement: dict | None = None) -> Start:
     """Lock the log, then load the data and open the log; the lock is let go again if anything fails."""
     lock = lock_log(cfg)
     try:
-        return start(cfg, build(cfg, cfg.workers), backend, mpi_library, world_size, resume, lock)
+        return start(cfg, build(cfg, cfg.workers, need_shards), backend, mpi_library, world_size, resume, lock,
+                     placement)
     except BaseException:
         files.release_writer_lock(Path(cfg.out), lock, refused=True)
         raise
@@ -209,6 +210,15 @@ def fail(s: Start) -> None:
         s.log.flush(s.log.x, status="failed")
     finally:
         release(s)
+
+
+def abandon(s: Start, resume: bool) -> None:
+    """Start-up failed after the log was opened: remove a new log; a resumed one stays resumable."""
+    if resume:
+        s.log.flush(s.log.x, status="interrupted")
+    else:
+        s.log.path.unlink(missing_ok=True)
+    release(s)
 
 
 def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
@@ -261,35 +271,46 @@ def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
 
 
 def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -> int:
-    from ef21_mpi.runtime import mpi
+    from ef21_mpi.runtime import mpi, placement
 
     comm = mpi.world()
     if comm.Get_size() < 2:
         raise InputError("--backend mpi needs at least 2 ranks (1 master + n workers); launch with mpiexec -n N+1")
     mpi.install_abort_hook(comm)
+    ranks_info = placement.survey(comm)
     if comm.Get_rank() != 0:
         return mpi.serve(comm, hooks.wrap_group)
     worker_ranks = comm.Get_size() - 1
     try:
         cfg = resolve_workers(resolve_config(cfg, resume), worker_ranks, resume is not None)
-        s = locked_start(cfg, "mpi", mpi.library_version(), comm.Get_size(), resume is not None)
+        where = placement.plan(ranks_info, cfg.workers, cfg.placement)
+        s = locked_start(cfg, "mpi", mpi.library_version(), comm.Get_size(), resume is not None, need_shards=False,
+                         placement=where.attrs())  # from a shard store, the workers read their own shards
         exp = s.exp
-    except InputError:
+    except InputError as err:
+        err.report()  # before the others exit: Open MPI's launcher ends the job at the first non-zero exit
         mpi.refuse(comm)
         raise
-    ranks = rank_workers(cfg.workers, worker_ranks)
+    if where.notice() and not cfg.quiet:
+        print(where.notice(), file=sys.stderr, flush=True)
     job = mpi.WorkerJob(exp.method_class, exp.compressor, exp.gamma, exp.n, exp.d, cfg.init, cfg.problem, cfg.lam,
-                        exp.seeds, ranks, cfg.batch_size, s.worker_states is not None, exp.options, s.loop.t + 1,
-                        cfg.stall_timeout is not None)
+                        exp.seeds, where.blocks, cfg.batch_size, s.worker_states is not None, exp.options,
+                        s.loop.t + 1, cfg.stall_timeout is not None, exp.store)
     try:
         cluster = mpi.MpiCluster.start(comm, job, exp.shards, s.worker_states)
-        hooks = guard(comm, s, ranks, hooks)
-        exp.release_data()  # the master keeps no shard and no data set
     except BaseException as err:
         fail(s)
         print(f"ef21-mpi: error on rank 0: {type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
         comm.Abort(1)
         raise
+    if cluster.problem is not None:  # a worker rank could not read its shards: leave no half-made log
+        abandon(s, resume is not None)
+        err = InputError(cluster.problem)
+        err.report()  # before the workers exit (see above)
+        cluster.stop()
+        raise err
+    hooks = guard(cluster.comm, s, [block for block in where.blocks if len(block)], hooks)
+    exp.release_data()  # the master keeps no shard and no data set
     try:
         outcome = _loop(s, cluster, hooks)
     except files.StorageFull:
