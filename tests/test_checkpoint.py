@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import ef21, write_libsvm
+from helpers import ef21, program_stderr, write_libsvm
 
 from ef21_mpi.runtime import checkpoint
 
@@ -47,7 +47,7 @@ def files(folder: Path) -> dict[str, str]:
 def refused(log: Path, *fragments: str) -> None:
     before = files(log.parent)
     done = ef21(["run", "--resume", str(log), "--quiet"], timeout=120)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = [line for line in program_stderr(done.stderr).splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("ef21-mpi: error: "), done.stderr
     assert "Traceback" not in done.stderr and all(f in lines[0] for f in fragments), lines[0]
     assert files(log.parent) == before

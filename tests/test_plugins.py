@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_same_log, ef21, read_file, read_log, write_exact_libsvm
+from helpers import assert_same_log, ef21, program_stderr, read_file, read_log, write_exact_libsvm
 
 from ef21_mpi.core.data import shard_bounds
 
@@ -241,7 +241,7 @@ def test_bad_plugin_specs_are_one_line_errors(case, ranks, tmp_path, data):
     (modules / "badimport.py").write_text("raise RuntimeError('broken on import')\n")
     env = {"PYTHONPATH": os.pathsep.join([str(modules), ENV["PYTHONPATH"]])}
     done = ef21(["run", *common(data[0]), *extra, "--out", str(folder / "run.h5"), "--quiet"], ranks=ranks, env=env)
-    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    lines = [line for line in (done.stdout + program_stderr(done.stderr)).splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("ef21-mpi: error: ") and fragment in lines[0], lines
     assert not list(folder.iterdir())  # no log, no lock, no temporary file
