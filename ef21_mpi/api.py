@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ef21_mpi.analysis.results import Run, load_run
 from ef21_mpi.analysis.frames import load_runs
+from ef21_mpi.analysis.results import Run, load_run
 from ef21_mpi.runtime.config import from_options
 from ef21_mpi.runtime.session import run
 
