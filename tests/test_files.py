@@ -63,7 +63,7 @@ def test_the_lock_is_held_while_the_data_is_loaded(tmp_path, data, monkeypatch):
     seen = {}
     real_build = session.build
 
-    def slow_build(cfg, n):
+    def slow_build(cfg, n, *rest):
         with open(tmp_path / ".run.h5.lock", "a") as other:  # a second job trying to write the same log
             try:
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -71,7 +71,7 @@ def test_the_lock_is_held_while_the_data_is_loaded(tmp_path, data, monkeypatch):
                 fcntl.flock(other, fcntl.LOCK_UN)
             except BlockingIOError:
                 seen["other job got the lock"] = False
-        return real_build(cfg, n)
+        return real_build(cfg, n, *rest)
 
     monkeypatch.setattr(session, "build", slow_build)
     cfg = RunConfig(dataset=str(data), out=str(out), workers=2, rounds=2, quiet=True, backend="serial")
