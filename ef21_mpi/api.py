@@ -15,6 +15,7 @@ from pathlib import Path
 from ef21_mpi.analysis.frames import load_runs
 from ef21_mpi.analysis.results import Run, load_run
 from ef21_mpi.runtime.config import from_options
+from ef21_mpi.runtime.configfile import read_config_file
 from ef21_mpi.runtime.session import run
 
 __all__ = ["Run", "load_run", "load_runs", "simulate"]
@@ -22,13 +23,14 @@ __all__ = ["Run", "load_run", "load_runs", "simulate"]
 PATH_OPTIONS = ("dataset", "data_dir", "out", "x0")  # may be given as pathlib.Path
 
 
-def simulate(**options) -> Run:
+def simulate(config: str | os.PathLike | None = None, **options) -> Run:
     """Run one configuration and return its log as a `Run` (``run.path`` is the log's file).
 
     Keywords are the ``ef21-mpi run`` flags with ``-`` as ``_`` (``dataset``, ``algorithm``, ``compressor``,
     ``k``, ``workers``, ``rounds``, ``stepsize_multiplier``, ``seed``, ...), with the same defaults, except
     that the backend is ``serial`` and ``out=None`` writes the log to a new temporary folder.
-    ``compressor`` may be a compressor object or class, ``algorithm`` a `Method` subclass.
+    ``compressor`` may be a compressor object or class, ``algorithm`` a `Method` subclass. ``config``: a TOML
+    file of options, as ``ef21-mpi run --config`` reads it; the keywords win over it.
 
     Raises TypeError for an unknown keyword and `ef21_mpi.errors.InputError` for a bad value (nothing is
     written then); RuntimeError if the run failed (its log says ``failed``) and KeyboardInterrupt if it was
@@ -37,6 +39,8 @@ def simulate(**options) -> Run:
     """
     options = {k: os.fspath(v) if k in PATH_OPTIONS and isinstance(v, os.PathLike) else v
                for k, v in options.items()}
+    if config is not None:
+        options = {**read_config_file(config), **options}
     options.setdefault("backend", "serial")
     temporary = options.get("out") is None
     if temporary:

@@ -379,18 +379,41 @@ def run_out_error(box: Path, out_path: Path, fragments: list[str], ranks: int | 
 
 
 @pytest.mark.parametrize("ranks", [None, RANKS], ids=["serial", "mpi"])
-def test_out_in_missing_folder(ranks, box):
-    folder = box / "no-such-folder"
-    run_out_error(box, folder / "run.h5", ["--out", str(folder), "does not exist"], ranks)
-    assert not folder.exists()
+def test_out_in_missing_folder_is_created(ranks, box):
+    """``mkdir -p``: the folders are made (by rank 0) and the run writes its log there."""
+    folder = box / "new" / "deeper"
+    out = ef21(["run", "--dataset", str(box / "good.svm"), *COMMON, "--out", str(folder / "run.h5")], cwd=box,
+               ranks=ranks)
+    assert out.code == 0 and ERROR not in out.stderr, out.describe()
+    assert sorted(p.name for p in folder.iterdir()) == ["run.h5"]
+    with h5py.File(folder / "run.h5", "r") as f:
+        assert f.attrs["status"] == "completed" and list(f["round"][()]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("ranks", [None, RANKS], ids=["serial", "mpi"])
+def test_folders_made_for_a_refused_run_are_removed(ranks, box):
+    """A run refused after its folder was made (the data set is bad) leaves no folder behind."""
+    (box / "bad.svm").write_text("0 1:1\nnot a row\n")
+    folder = box / "made" / "for-it"
+    out = ef21(["run", "--dataset", str(box / "bad.svm"), *COMMON, "--out", str(folder / "run.h5")], cwd=box,
+               ranks=ranks)
+    assert_input_error(out, "bad.svm")
+    assert not (box / "made").exists()
 
 
 @pytest.mark.parametrize("ranks", [None, RANKS], ids=["serial", "mpi"])
 def test_out_under_a_regular_file(ranks, box):
     parent = box / "a-file"
     parent.write_text("not a folder\n")
-    run_out_error(box, parent / "run.h5", ["--out", str(parent)], ranks)
+    run_out_error(box, parent / "run.h5", ["--out", str(parent), "is not a folder"], ranks)
+    run_out_error(box, parent / "deeper" / "run.h5", ["--out", str(parent), "is not a folder"], ranks)
     assert parent.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("ranks", [None, RANKS], ids=["serial", "mpi"])
+def test_out_folder_that_cannot_be_created(ranks, box, locked_dir):
+    run_out_error(box, locked_dir / "sub" / "run.h5", ["--out", str(locked_dir), "not writable"], ranks)
+    assert not list(locked_dir.iterdir())
 
 
 @pytest.mark.parametrize("ranks", [None, RANKS], ids=["serial", "mpi"])
@@ -408,9 +431,10 @@ def test_out_in_folder_that_refuses_new_files_even_to_root(ranks, box):
 
 
 def test_out_is_checked_before_the_data_is_read(box):
-    folder = box / "no-such-folder"
-    out = ef21(["run", "--dataset", str(box / "missing.svm"), *COMMON, "--out", str(folder / "run.h5")], cwd=box)
-    assert_input_error(out, "--out", "does not exist")
+    parent = box / "a-file"
+    parent.write_text("not a folder\n")
+    out = ef21(["run", "--dataset", str(box / "missing.svm"), *COMMON, "--out", str(parent / "run.h5")], cwd=box)
+    assert_input_error(out, "--out", "is not a folder")
 
 
 @pytest.mark.parametrize("ranks", [None, RANKS], ids=["serial", "mpi"])

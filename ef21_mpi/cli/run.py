@@ -1,15 +1,21 @@
-"""``ef21-mpi run``: one configuration's flags, turned into a `RunConfig` for `runtime.session.run`."""
+"""``ef21-mpi run``: one configuration's flags (and ``--config`` file), turned into a `RunConfig` for
+`runtime.session.run`; and the flags ``ef21-mpi rerun`` shares with it (`add_runtime_options`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import MISSING, fields
 
 from ef21_mpi.core import plugins
 from ef21_mpi.core.compressors import COMPRESSORS
 from ef21_mpi.core.methods import INITS, METHODS
 from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime.config import BACKENDS, PLACEMENTS, RunConfig, from_options
+from ef21_mpi.runtime.config import BACKENDS, PLACEMENTS, RunConfig, from_options, ignored_options, validate_values
+
+#: The defaults the help shows: `RunConfig`'s own.
+DEFAULTS = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
 
 
 class NamesOrSpec(tuple):
@@ -31,73 +37,128 @@ def compressor_args(texts: list[str] | None) -> dict:
     return found
 
 
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def option(p: argparse.ArgumentParser, flag: str, text: str, default: str | None = None, *, note: str | None = None,
+           **kw) -> None:
+    """A flag whose value is left out of the namespace unless given (so that a ``--config`` file, then
+    `RunConfig`'s default, fill it in), with its default in the help: ``default`` or `RunConfig`'s (or ``note``
+    in its place)."""
+    name = kw.get("dest", flag[2:].replace("-", "_"))
+    note = note or f"default: {default if default is not None else _shown(DEFAULTS[name])}"
+    p.add_argument(flag, default=argparse.SUPPRESS, help=f"{text} ({note})".replace("%", "%%"), **kw)
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """The flags that change how a run is executed or stored, not its numbers (`RUNTIME_FIELDS` less ``out``)."""
+    option(p, "--data-dir", "folder holding the data sets", "$EF21_DATA_DIR, then data/")
+    option(p, "--overwrite", "replace an existing --out", action="store_true")
+    option(p, "--flush-every", "flush the log at least every K logged rows", "by time only", type=int)
+    option(p, "--flush-seconds", "flush the log about this often, in seconds", type=float)
+    option(p, "--checkpoint-every", "checkpoint every K rounds (in addition to --checkpoint-seconds)",
+           "by time only", type=int)
+    option(p, "--checkpoint-seconds", "checkpoint about this often, in seconds", type=float)
+    option(p, "--backend", "auto: MPI when launched with more than one rank", choices=BACKENDS)
+    option(p, "--placement", "MPI: auto = when a node has more ranks than cores, run the workers on as many ranks "
+           "as it has cores and let the others wait idle; spread = one block of workers per rank; pack = as auto, "
+           "even without oversubscription", choices=PLACEMENTS)
+    option(p, "--quiet", "no progress line", action="store_true")
+    option(p, "--stall-timeout", "under MPI: end the job (status failed) when no round completes for SECONDS, "
+           "naming the worker rank that made no progress", "off", type=float, metavar="SECONDS")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run one method on one data set and write its HDF5 log",
                        description="Run one configuration. Under mpiexec rank 0 is the master and the other "
                                    "ranks hold the workers (one each by default); otherwise --workers n run in "
-                                   "this process.")
-    d = RunConfig.__dataclass_fields__
-    p.add_argument("--dataset", help="registry name (a9a, w8a, mushrooms, phishing) or a LibSVM file")
-    p.add_argument("--data-dir", help="folder holding the data sets (default: $EF21_DATA_DIR, then data/)")
-    p.add_argument("--out", help="path of the HDF5 run log to write")
+                                   "this process. Options may also come from a TOML file (--config); flags "
+                                   "given on the command line win over it.")
+    p.add_argument("--config", metavar="RUN.toml", help="TOML file of run options: keys are the flags without "
+                   "--, e.g. dataset = \"a9a\", stepsize-multiplier = 4, compressor-arg = {block = 4}")
+    option(p, "--dataset", "registry name (a9a, w8a, mushrooms, phishing) or a LibSVM file",
+           note="required, here or in --config")
+    option(p, "--out", "path of the HDF5 run log to write; a missing folder is created",
+           note="required, here or in --config")
     p.add_argument("--resume", metavar="RUN.h5", help="continue RUN.h5 from its last checkpoint (same launcher "
-                   "or the other backend); flags given with it must agree with the original run")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--algorithm", default=d["algorithm"].default, choices=NamesOrSpec(METHODS),
-                   help="a method of the registry, or package.module:ClassName (a Method subclass importable on "
-                        "every rank)")
-    p.add_argument("--compressor", default=d["compressor"].default, choices=NamesOrSpec(COMPRESSORS),
-                   help="a compressor of the registry, or package.module:ClassName (importable on every rank)")
-    p.add_argument("--compressor-arg", action="append", metavar="NAME=VALUE",
-                   help="argument of a plug-in compressor class (repeatable; int, float, true/false or text)")
-    p.add_argument("--k", type=int, default=d["k"].default, help="coordinates kept by top-k / rand-k / rand-k-unbiased (default 1)")
-    p.add_argument("--rounds", type=int, default=d["rounds"].default, help="communication rounds after the "
-                   "initialisation (default %(default)s)")
-    p.add_argument("--workers", type=int, default=d["workers"].default,
-                   help="number of workers n (default: 20 in one process; under MPI one per worker rank, "
-                        "or more, spread over the worker ranks in blocks)")
-    p.add_argument("--problem", default=d["problem"].default, choices=list(PROBLEMS))
-    p.add_argument("--lam", type=float, default=d["lam"].default, help="regularisation lambda (default 0.1)")
-    p.add_argument("--init", default=d["init"].default, choices=INITS, help="g_i^0 for EF21/EF21+ (default full)")
-    p.add_argument("--stepsize", type=float, help="absolute stepsize gamma (overrides the multiplier)")
-    p.add_argument("--stepsize-multiplier", type=float, default=1.0, help="gamma = multiplier * gamma_theory")
-    p.add_argument("--x0", default="zeros", help="zeros, normal (from --seed) or PATH.npy")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--tol", type=float, default=0.0, help="stop once grad_norm_sq < tol (status converged)")
-    p.add_argument("--batch-size", type=int, help="EF21-SGD, EF21-SGDM: rows per minibatch (tau)")
-    p.add_argument("--participation", type=float, help="EF21-PP: fraction p of the workers taking part in a round "
-                   "(round(p n) of them, drawn by the master)")
-    p.add_argument("--down-compressor", choices=list(COMPRESSORS), help="EF21-BC: the master's compressor C_M")
-    p.add_argument("--down-k", type=int, help="EF21-BC: coordinates kept by C_M (top-k, rand-k, rand-k-unbiased)")
-    p.add_argument("--momentum", type=float, help="EF21-HB (0 <= eta < 1), EF21-SGDM (0 < eta <= 1): eta")
-    p.add_argument("--levels", type=int, help="dithering: levels s per sign")
-    p.add_argument("--shuffle", action="store_true", help="permute rows (from --seed) before sharding")
-    p.add_argument("--log-every", type=int, default=1, help="log every K-th round (bits stay exact)")
-    p.add_argument("--flush-every", type=int, help="flush the log at least every K logged rows")
-    p.add_argument("--flush-seconds", type=float, default=1.0, help="flush the log about this often (default 1 s)")
-    p.add_argument("--checkpoint-every", type=int, help="checkpoint every K rounds (in addition to --checkpoint-seconds)")
-    p.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint about this often (default 60 s)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="auto: MPI when launched with more than one rank")
-    p.add_argument("--placement", default="auto", choices=PLACEMENTS,
-                   help="MPI: auto = when a node has more ranks than cores, run the workers on as many ranks as "
-                        "it has cores and let the others wait idle; spread = one block of workers per rank; "
-                        "pack = as auto, even without oversubscription")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.add_argument("--stall-timeout", type=float, metavar="SECONDS", help="under MPI: end the job (status failed) "
-                   "when no round completes for SECONDS, naming the worker rank that made no progress (default: off)")
+                   "or the other backend), or extend it to more --rounds (a completed run too); other flags "
+                   "given with it must agree with the original run")
+    option(p, "--algorithm", "a method of the registry, or package.module:ClassName (a Method subclass importable "
+           "on every rank)", choices=NamesOrSpec(METHODS))
+    option(p, "--compressor", "a compressor of the registry, or package.module:ClassName (importable on every "
+           "rank)", choices=NamesOrSpec(COMPRESSORS))
+    option(p, "--compressor-arg", "argument of a plug-in compressor class (repeatable; int, float, true/false or "
+           "text)", "none", action="append", metavar="NAME=VALUE", dest="compressor_arg")
+    option(p, "--k", "coordinates kept by top-k / rand-k / rand-k-unbiased", type=int)
+    option(p, "--rounds", "communication rounds after the initialisation", type=int)
+    option(p, "--workers", "number of workers n", "20 in one process; under MPI one per worker rank, or more, "
+           "spread over the worker ranks in blocks", type=int)
+    option(p, "--problem", "the objective", choices=list(PROBLEMS))
+    option(p, "--lam", "regularisation lambda", type=float)
+    option(p, "--init", "g_i^0 of the methods that initialise g_i (EF21 and its family)", choices=INITS)
+    option(p, "--stepsize", "absolute stepsize gamma (overrides the multiplier)", "unset: gamma from the multiplier",
+           type=float)
+    option(p, "--stepsize-multiplier", "gamma = multiplier * gamma_theory", type=float)
+    option(p, "--x0", "zeros, normal (from --seed) or PATH.npy")
+    option(p, "--seed", "seed of every random choice", type=int)
+    option(p, "--tol", "stop once grad_norm_sq < tol (status converged); 0: never", type=float)
+    option(p, "--batch-size", "EF21-SGD, EF21-SGDM: rows per minibatch (tau)", "none; required by those methods",
+           type=int)
+    option(p, "--participation", "EF21-PP: fraction p of the workers taking part in a round (round(p n) of "
+           "them, drawn by the master)", "none; required by EF21-PP", type=float)
+    option(p, "--down-compressor", "EF21-BC: the master's compressor C_M", "none; required by EF21-BC",
+           choices=list(COMPRESSORS))
+    option(p, "--down-k", "EF21-BC: coordinates kept by C_M (top-k, rand-k, rand-k-unbiased)", "none; required "
+           "by those", type=int)
+    option(p, "--momentum", "EF21-HB (0 <= eta < 1), EF21-SGDM (0 < eta <= 1): eta", "none; required by those "
+           "methods", type=float)
+    option(p, "--levels", "dithering: levels s per sign", "none; required by dithering", type=int)
+    option(p, "--shuffle", "permute rows (from --seed) before sharding", action="store_true")
+    option(p, "--log-every", "log every K-th round (bits stay exact)", type=int)
+    add_runtime_options(p)
     p.set_defaults(handler=cmd_run)
-    p.set_defaults(defaults={a.dest: a.default for a in p._actions})
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The `RunConfig` fields the command line set (flags not given are not in the namespace)."""
+    given = {name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)}
+    if hasattr(args, "compressor_arg"):
+        given["compressor_args"] = compressor_args(args.compressor_arg)
+    return given
+
+
+def warn_ignored(cfg: RunConfig, given) -> None:
+    """One ``ef21-mpi: warning:`` line on rank 0 for each option given that the run does not use (a
+    configuration that validation refuses gets its error from the run instead)."""
+    from ef21_mpi.runtime.session import choose_backend, mpi_rank
+
+    if mpi_rank() != 0:
+        return
+    try:
+        validate_values(cfg)
+    except InputError:
+        return
+    for text in ignored_options(cfg, set(given), choose_backend(cfg.backend)):
+        print(f"ef21-mpi: warning: {text}", file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ef21_mpi.runtime.configfile import read_config_file
     from ef21_mpi.runtime.resume import ResumeRequest
     from ef21_mpi.runtime.session import run
 
-    values = {name: getattr(args, name) for name in RunConfig.field_names() if hasattr(args, name)}
-    explicit = {k: v for k, v in values.items() if v != args.defaults.get(k)}
-    if args.compressor_arg:
-        values["compressor_args"] = explicit["compressor_args"] = compressor_args(args.compressor_arg)
+    given = given_options(args)
     if args.resume is not None:
-        return run(None, ResumeRequest(args.resume, explicit))
-    return run(from_options(values))
+        if args.config is not None:
+            raise InputError("--config cannot be used with --resume: a resumed run keeps its own configuration")
+        return run(None, ResumeRequest(args.resume, given))
+    options = read_config_file(args.config) if args.config is not None else {}
+    if "compressor_args" in options and "compressor_args" in given:  # one table: the flags' entries win
+        given["compressor_args"] = {**options["compressor_args"], **given["compressor_args"]}
+    options.update(given)
+    cfg = from_options(options)
+    warn_ignored(cfg, options)
+    return run(cfg)

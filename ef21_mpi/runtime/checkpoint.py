@@ -33,6 +33,7 @@ from ef21_mpi.runtime.loop import LoopState
 
 FORMAT_VERSION = 2
 RNG_FIELD = "rngs"
+FINAL_GROUP = "final_state"  # a completed run's log keeps its final state there, so that it can be extended
 
 
 def checkpoint_path(log_path: str | os.PathLike) -> Path:
@@ -143,20 +144,21 @@ def digest(attrs: dict, arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def fill(group: h5py.Group, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` with its digest into ``group``: a checkpoint file's root, or a run log's `FINAL_GROUP`."""
+    attrs, arrays = _contents(ckpt)
+    group.attrs.update(attrs)
+    group.attrs["digest"] = digest(attrs, arrays)
+    for key, value in arrays.items():
+        group[key] = value.astype(h5py.string_dtype()) if value.dtype.kind in "OU" else value
+
+
 def save(path: Path, ckpt: Checkpoint, before_rename: Callable[[], None] | None = None) -> None:
     """Write ``ckpt`` to ``path`` atomically, with its digest (``before_rename``: the fault-injection hook)."""
-    attrs, arrays = _contents(ckpt)
-
-    def fill(f: h5py.File) -> None:
-        f.attrs.update(attrs)
-        f.attrs["digest"] = digest(attrs, arrays)
-        for key, value in arrays.items():
-            f[key] = value.astype(h5py.string_dtype()) if value.dtype.kind in "OU" else value
-
-    write_atomically(path, hdf5_image(fill), sync=True, before_rename=before_rename)
+    write_atomically(path, hdf5_image(lambda f: fill(f, ckpt)), sync=True, before_rename=before_rename)
 
 
-def _read_arrays(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(f: h5py.Group, path: Path) -> dict[str, np.ndarray]:
     """Every dataset of the file (links refused, sizes bounded by the file's), strings decoded."""
     arrays = {}
 
@@ -182,14 +184,16 @@ def _read_arrays(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_contents(path: Path) -> tuple[dict, dict[str, np.ndarray], str]:
-    """A checkpoint file's attributes, arrays and stored digest, as `digest` takes them (nothing checked yet)."""
+def read_contents(path: Path, group: str | None = None) -> tuple[dict, dict[str, np.ndarray], str]:
+    """A checkpoint's attributes, arrays and stored digest, as `digest` takes them (nothing checked yet): the
+    file's root, or the group ``group`` of the file (a run log's `FINAL_GROUP`)."""
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format_version") != FORMAT_VERSION:
+            root = f if group is None else _group(f, path, group)
+            if root.attrs.get("format_version") != FORMAT_VERSION:
                 raise InputError(f"{path} is not an ef21-mpi checkpoint (format {FORMAT_VERSION})")
-            raw = {key: f.attrs[key] for key in f.attrs}
-            arrays = _read_arrays(f, path)
+            raw = {key: root.attrs[key] for key in root.attrs}
+            arrays = _read_arrays(root, path)
         attrs = {"format_version": int(raw["format_version"]), "round": int(raw["round"]),
                  "log_rows": int(raw["log_rows"]), "bits_down": int(raw["bits_down"]),
                  "wall_offset": float(raw["wall_offset"]), "config": _text(raw["config"]),
@@ -201,9 +205,28 @@ def read_contents(path: Path) -> tuple[dict, dict[str, np.ndarray], str]:
         raise InputError(f"cannot read checkpoint {path}: {' '.join(str(err).split())}") from None
 
 
-def load(path: Path, master_template: Master) -> Checkpoint:
-    """Read a checkpoint and check its digest; the master state comes back in the type of ``master_template``."""
-    attrs, arrays, stored = read_contents(path)
+def _group(f: h5py.File, path: Path, name: str) -> h5py.Group:
+    link = f.get(name, getlink=True)
+    if link is None:
+        raise InputError(f"{path} holds no {name} group")
+    if not isinstance(link, h5py.HardLink) or not isinstance(f[name], h5py.Group):
+        raise InputError(f"{path}: {name} is not a group of the file itself")
+    return f[name]
+
+
+def has_final_state(path: str | os.PathLike) -> bool:
+    """Whether a run log holds its run's final state (`FINAL_GROUP`, written when a run completes)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.get(FINAL_GROUP, getlink=True) is not None
+    except (OSError, ValueError):
+        return False
+
+
+def load(path: Path, master_template: Master, group: str | None = None) -> Checkpoint:
+    """Read a checkpoint (a file, or the group ``group`` of a run log) and check its digest; the master state
+    comes back in the type of ``master_template``."""
+    attrs, arrays, stored = read_contents(path, group)
     if digest(attrs, arrays) != stored:
         raise InputError(f"checkpoint {path} fails its digest check (its contents were changed or damaged)")
     try:

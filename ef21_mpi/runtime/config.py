@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ef21_mpi.core import plugins
+from ef21_mpi.core.compressors import COMPRESSORS, PARAMETERS
 from ef21_mpi.core.methods import INITS, METHODS
 from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError, from_core
@@ -113,18 +115,27 @@ def _is(value, kind: type) -> bool:
     return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
+def option_kinds(name: str) -> tuple[type, ...]:
+    """The types a `RunConfig` field takes (``NoneType`` among them when it may be unset)."""
+    hint = typing.get_type_hints(RunConfig)[name]
+    return typing.get_args(hint) or (hint,)
+
+
+def kind_words(kinds) -> str:
+    """"an integer or a number", ... for the plain types among ``kinds``."""
+    return " or ".join(_PLAIN[k] for k in kinds if k in _PLAIN)
+
+
 def _check_types(cfg: RunConfig) -> None:
     """Options given from Python have the types the command line would have given them."""
-    hints = typing.get_type_hints(RunConfig)
     for f in fields(cfg):
-        options = typing.get_args(hints[f.name]) or (hints[f.name],)
+        options = option_kinds(f.name)
         kinds = [k for k in options if k is not type(None)]
         value = getattr(cfg, f.name)
         if any(k not in _PLAIN for k in kinds) or (value is None and type(None) in options):
             continue  # a class or an instance is checked by the plug-in resolution
         if not any(_is(value, k) for k in kinds):
-            raise InputError(f"--{f.name.replace('_', '-')} expects {' or '.join(_PLAIN[k] for k in kinds)}, "
-                             f"got {value!r}")
+            raise InputError(f"--{f.name.replace('_', '-')} expects {kind_words(kinds)}, got {value!r}")
 
 
 def _choice(value: str, allowed, flag: str) -> None:
@@ -213,7 +224,38 @@ def validate_method_options(cfg: RunConfig, cls) -> None:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return "--compressor-arg" if name == "compressor_args" else "--" + name.replace("_", "-")
+
+
+MPI_ONLY = ("placement", "stall_timeout")  # options only the MPI backend uses
+
+
+def ignored_options(cfg: RunConfig, given, backend: str) -> list[str]:
+    """Why each option in ``given`` (the names the user set) has no effect on this run, one sentence each.
+
+    ``backend`` is the one the run will use (serial or mpi). Options that validation refuses are not listed:
+    they are errors. Uses the method's facts (``compresses``, ``initialises``, ``minibatch``)."""
+    try:
+        method = plugins.resolve_method(cfg.algorithm)
+    except ValueError:
+        return []
+    name = plugins.spec_of(cfg.algorithm)
+    said = []
+    if not method.compresses:
+        said += [f"{_flag(o)} is ignored by --algorithm {name}: it sends uncompressed vectors"
+                 for o in ("compressor", "compressor_args", "k", "levels") if o in given]
+    elif "k" in given and isinstance(cfg.compressor, str) and cfg.compressor in COMPRESSORS \
+            and "k" not in PARAMETERS[COMPRESSORS[cfg.compressor]]:
+        said.append(f"--k is ignored by --compressor {cfg.compressor}: it takes no k")
+    if "init" in given and not method.initialises:
+        said.append(f"--init is ignored by --algorithm {name}: it does not initialise g_i")
+    if "batch_size" in given and not method.minibatch:
+        said.append(f"--batch-size is ignored by --algorithm {name}: its workers use full gradients")
+    if "stepsize_multiplier" in given and cfg.stepsize is not None:
+        said.append("--stepsize-multiplier is ignored when --stepsize is given")
+    if backend == "serial":
+        said += [f"{_flag(o)} is ignored by the serial backend (it is for MPI runs)" for o in MPI_ONLY if o in given]
+    return said
 
 
 def _utf8_path(path: str | None, flag: str) -> None:
@@ -228,15 +270,16 @@ def _utf8_path(path: str | None, flag: str) -> None:
 
 
 def check_output_path(out: str, overwrite: bool) -> None:
-    """The log's folder must exist and accept a new file, and an existing log is only replaced on request."""
+    """The log's folder must exist, or be creatable (the session creates it), and accept a new file; an existing
+    log is only replaced on request."""
     path = Path(out)
     size = len(path.name.encode("utf-8", "surrogateescape"))
     if size > NAME_MAX - TEMP_EXTRA:
         raise InputError(f"--out {out}: the file name is {size} bytes; at most {NAME_MAX - TEMP_EXTRA} are allowed "
                          f"(its temporary files add {TEMP_EXTRA} to it, and the file system allows {NAME_MAX})")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.exists():
-        raise InputError(f"--out {out}: folder {folder} does not exist")
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent  # a missing folder is created in its nearest existing ancestor: test that one
     if not folder.is_dir():
         raise InputError(f"--out {out}: {folder} is not a folder")
     if path.is_dir():

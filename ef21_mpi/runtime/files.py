@@ -160,3 +160,32 @@ def lock_output(out: Path, overwrite: bool, companions: tuple[Path, ...] = ()):
         release_writer_lock(out, handle, refused=True)
         raise
     return handle
+
+
+def make_folders(folder: Path, label: str = "") -> list[Path]:
+    """Create ``folder`` and its missing parents (``mkdir -p``); returns the folders created, outermost first,
+    for `remove_folders`. One-line `InputError` (starting with ``label``) when one cannot be created."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    created = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:  # made meanwhile by another process: not ours to remove
+            continue
+        except OSError as err:
+            remove_folders(created)
+            raise InputError(f"{label}cannot create folder {path} ({err.strerror})") from None
+        created.append(path)
+    return created
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove the folders `make_folders` created, innermost first, as long as they are empty."""
+    for path in reversed(created):
+        try:
+            path.rmdir()
+        except OSError:
+            return

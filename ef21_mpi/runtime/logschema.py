@@ -106,6 +106,7 @@ class RunLog:
         self._last_write_cost = 0.0
         self._rows_at_flush = 0
         self.writing = threading.Lock()  # held while a snapshot is written (a shutdown watchdog waits for it)
+        self.groups: dict[str, Callable[[h5py.Group], None]] = {}  # extra groups a snapshot holds (name: filler)
 
     def _grow(self) -> None:
         self._capacity *= 2
@@ -183,6 +184,8 @@ class RunLog:
             f.create_dataset("bits_down", data=self.column("bits_down"))
             f.create_dataset("x_final", data=self.x)
             label_axes(f, self.series_names, self.n, self.d)
+            for name, fill_group in self.groups.items():
+                fill_group(f.create_group(name))
 
         write_atomically(self.path, hdf5_image(fill))
 

@@ -34,11 +34,12 @@ EXIT_CODES = {"completed": 0, "converged": 0, "failed": 1, "diverged": 3}
 
 @dataclass
 class Hooks:
-    """Ways to watch a run from outside (the benchmark uses them): extra loop observers on the master, and a
-    wrapper around each process's `WorkerGroup` (its ``round``)."""
+    """Ways to watch a run from outside (the benchmark uses them): extra loop observers on the master, a
+    wrapper around each process's `WorkerGroup` (its ``round``), and a check of the experiment (``rerun``)."""
 
     observers: Sequence[Observer] = ()
     wrap_group: Callable | None = None
+    check: Callable[[Experiment], None] | None = None  # may refuse the experiment (InputError) before the log opens
 
 
 def mpi_rank() -> int:
@@ -94,6 +95,8 @@ class Start:
     worker_states: dict | None  # from a checkpoint, or None for a fresh start
     lock: object
     started: float = field(default_factory=time.time)
+    final: checkpoint.Checkpoint | None = None  # the state after the last round of a completed run (`final_state`)
+    created: list[Path] = field(default_factory=list)  # folders made for the log (removed if start-up fails)
 
 
 def lock_log(cfg: RunConfig):
@@ -127,7 +130,8 @@ def start(cfg: RunConfig, exp: Experiment, backend: str, mpi_library: str, world
         old = read_attrs(out)
         loop, states = restore(cfg, exp, method, log, old)
         history = json.loads(old.get("resume_history", "[]"))
-        history.append({"round": loop.t, "time": time.time(), "backend": backend, "world_size": world_size})
+        history.append({"round": loop.t, "time": time.time(), "backend": backend, "world_size": world_size}
+                       | ({"rounds": cfg.rounds} if cfg.rounds != old.get("rounds_requested") else {}))
         log.attrs["resume_history"] = json.dumps(history)
         log.attrs["command_line"] = old.get("command_line", log.attrs["command_line"])
     log.flush(loop.master.x)  # the log exists, with status "running", before the next round
@@ -170,6 +174,8 @@ def finish(s: Start, outcome: Outcome) -> int:
     """Write the final status, release the lock and say how the run ended; returns the exit code."""
     log = s.log
     try:
+        if s.final is not None:  # kept in the log, so that the run can be extended (`--resume LOG --rounds N`)
+            log.groups[checkpoint.FINAL_GROUP] = lambda group: checkpoint.fill(group, s.final)
         log.flush(outcome.x, status=outcome.status, rounds_done=outcome.rounds_done,
                   elapsed_seconds=time.time() - s.started)
         if outcome.status in ("completed", "converged", "diverged"):
@@ -193,15 +199,27 @@ def release(s: Start) -> None:
 
 
 def locked_start(cfg: RunConfig, backend: str, mpi_library: str, world_size: int, resume: bool,
-                 need_shards: bool = True, placement: dict | None = None) -> Start:
-    """Lock the log, then load the data and open the log; the lock is let go again if anything fails."""
-    lock = lock_log(cfg)
+                 need_shards: bool = True, placement: dict | None = None,
+                 check: Callable[[Experiment], None] | None = None) -> Start:
+    """Make the log's folder if missing, lock the log, then load the data and open the log; the lock goes (and
+    the folders made go) again if anything fails."""
+    created = files.make_folders(Path(cfg.out).parent, f"--out {cfg.out}: ")
     try:
-        return start(cfg, build(cfg, cfg.workers, need_shards), backend, mpi_library, world_size, resume, lock,
-                     placement)
+        lock = lock_log(cfg)
+    except BaseException:
+        files.remove_folders(created)
+        raise
+    try:
+        exp = build(cfg, cfg.workers, need_shards)
+        if check is not None:
+            check(exp)
+        s = start(cfg, exp, backend, mpi_library, world_size, resume, lock, placement)
     except BaseException:
         files.release_writer_lock(Path(cfg.out), lock, refused=True)
+        files.remove_folders(created)
         raise
+    s.created = created
+    return s
 
 
 def fail(s: Start) -> None:
@@ -219,14 +237,18 @@ def abandon(s: Start, resume: bool) -> None:
     else:
         s.log.path.unlink(missing_ok=True)
     release(s)
+    files.remove_folders(s.created)
 
 
 def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
     cfg = s.cfg
     chosen = observers(s, hooks)
     try:
-        return run_rounds(s.method, s.loop, faults.arm_cluster(cluster), cfg.rounds,
-                          log_every=cfg.log_every, tol=cfg.tol, observers=chosen)
+        outcome = run_rounds(s.method, s.loop, faults.arm_cluster(cluster), cfg.rounds,
+                             log_every=cfg.log_every, tol=cfg.tol, observers=chosen)
+        if outcome.status == "completed":
+            s.final = final_state(s, cluster.worker_states())
+        return outcome
     except BaseException as err:
         for observer in chosen:
             if isinstance(observer, StopSignal):
@@ -238,6 +260,21 @@ def _loop(s: Start, cluster, hooks: Hooks) -> Outcome:
         if full is not None:
             raise full from None
         raise
+
+
+def final_state(s: Start, worker_states: dict) -> checkpoint.Checkpoint:
+    """The state after the last round as a checkpoint taken there by a longer run would hold it: a last row that
+    only the end of the run logged (``rounds`` not a multiple of ``--log-every``) is not counted, and its bits are
+    carried as not yet logged."""
+    loop, log, cfg = s.loop, s.log, s.cfg
+    state = replace(loop, bits_up=loop.bits_up.copy(), coords_up=loop.coords_up.copy(), stop_signal=None)
+    if cfg.rounds % cfg.log_every:
+        last = log.rows - 1
+        state = replace(state, bits_up=log.column("bits_up")[last].copy(),
+                        coords_up=log.column("coords_up")[last].copy(),
+                        bits_down=int(log.column("bits_down")[last]), log_rows=last)
+    config = json.loads(json.dumps(cfg.numbers(), sort_keys=True))
+    return checkpoint.Checkpoint(state, worker_states, config, s.exp.dataset.sha256)
 
 
 def storage_full(s: Start, err: BaseException) -> files.StorageFull | None:
@@ -255,7 +292,7 @@ def storage_full(s: Start, err: BaseException) -> files.StorageFull | None:
 
 def run_serial(cfg: RunConfig, resume: bool, hooks: Hooks) -> int:
     cfg = resolve_workers(cfg, None, resume)
-    s = locked_start(cfg, "serial", "", 1, resume)
+    s = locked_start(cfg, "serial", "", 1, resume, check=hooks.check)
     exp = s.exp
     try:
         group = WorkerGroup(s.method, exp.make_shards(range(exp.n)), exp.seeds, cfg.batch_size, first=0)
@@ -285,7 +322,7 @@ def run_mpi(cfg: RunConfig | None, resume: ResumeRequest | None, hooks: Hooks) -
         cfg = resolve_workers(resolve_config(cfg, resume), worker_ranks, resume is not None)
         where = placement.plan(ranks_info, cfg.workers, cfg.placement)
         s = locked_start(cfg, "mpi", mpi.library_version(), comm.Get_size(), resume is not None, need_shards=False,
-                         placement=where.attrs())  # from a shard store, the workers read their own shards
+                         placement=where.attrs(), check=hooks.check)  # from a store, the workers read their shards
         exp = s.exp
     except InputError as err:
         err.report()  # before the others exit: Open MPI's launcher ends the job at the first non-zero exit
