@@ -112,13 +112,14 @@ def write_exact_libsvm(path: Path, N: int = 60, d: int = 8, seed: int = 0,
 
 
 def ef21(args: list[str], *, ranks: int | None = None, env: dict | None = None, timeout: float = TIMEOUT,
-         mpi_args: list[str] | None = None):
-    """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given, with ``mpi_args``); returns the CompletedProcess."""
+         mpi_args: list[str] | None = None, cwd: Path | None = None):
+    """Run ``ef21-mpi`` (under ``mpiexec -n ranks`` when given, with ``mpi_args``, in ``cwd``); returns the
+    CompletedProcess."""
     cmd = [sys.executable, "-m", "ef21_mpi", *args]
     if ranks is not None:
         cmd = [*mpi_command(ranks, mpi_args), *cmd]
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False, cwd=cwd)
 
 
 def read_log(path: Path) -> tuple[dict, dict]:
@@ -135,7 +136,7 @@ def read_file(path: Path) -> tuple[dict, dict]:
 
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset):
-            datasets[name] = obj[()]
+            datasets[name] = np.asarray(obj[()])
         else:
             attrs.update({f"{name}/{key}": value for key, value in obj.attrs.items()})
 

@@ -541,7 +541,7 @@ def test_resume_of_an_hdf5_file_that_is_not_a_run_log(ranks, box):
 
 @pytest.mark.parametrize("ranks", [None, RANKS], ids=["serial", "mpi"])
 def test_resume_of_a_completed_run(ranks, box, completed):
-    resume_expecting_error(box, completed, ["already completed", "nothing to resume"], ranks)
+    resume_expecting_error(box, completed, ["already completed", "pass --rounds N > 3 to extend it"], ranks)
 
 
 def test_resume_with_a_different_number_setting(box, unfinished):

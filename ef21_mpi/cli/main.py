@@ -8,12 +8,12 @@ import sys
 import time
 import traceback
 
-from ef21_mpi.cli import bench, data, inspect, plot, rerun, run, sweep, theory
+from ef21_mpi.cli import bench, data, inspect, plot, run, sweep, theory
 from ef21_mpi.errors import InputError
 from ef21_mpi.version import __version__
 
 #: One module per command, in the order ``--help`` lists them; each has ``register(subparsers)``.
-COMMANDS = (run, rerun, data, bench, inspect, plot, sweep, theory)
+COMMANDS = (run, data, bench, inspect, plot, sweep, theory)
 
 
 def build_parser() -> argparse.ArgumentParser:

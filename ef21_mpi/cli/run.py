@@ -1,5 +1,5 @@
 """``ef21-mpi run``: one configuration's flags (and ``--config`` file), turned into a `RunConfig` for
-`runtime.session.run`; and the flags ``ef21-mpi rerun`` shares with it (`add_runtime_options`)."""
+`runtime.session.run`; and ``ef21-mpi rerun LOG``, which takes the run's runtime flags only (`runtime.rerun`)."""
 
 from __future__ import annotations
 
@@ -120,6 +120,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     option(p, "--log-every", "log every K-th round (bits stay exact)", type=int)
     add_runtime_options(p)
     p.set_defaults(handler=cmd_run)
+    register_rerun(sub)
+
+
+def register_rerun(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rerun", help="run a log's stored configuration again, bit for bit, into a new log",
+                       description="Rebuild the configuration LOG stores and run it from the start (serially, or "
+                                   "under mpiexec on any number of ranks up to n+1): the new log holds the same "
+                                   "numbers, bit for bit. Only how the run is executed or stored may be given; "
+                                   "the data set must be the one LOG used (same sha256).")
+    p.add_argument("log", metavar="LOG", help="the run log whose configuration to run again")
+    option(p, "--out", "path of the new log; a missing folder is created", "LOG's name with .rerun.h5, beside it")
+    add_runtime_options(p)
+    p.set_defaults(handler=cmd_rerun)
 
 
 def given_options(args: argparse.Namespace) -> dict:
@@ -162,3 +175,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = from_options(options)
     warn_ignored(cfg, options)
     return run(cfg)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from ef21_mpi.runtime.rerun import rerun_config
+    from ef21_mpi.runtime.session import Hooks, mpi_rank, run
+
+    cfg, check = rerun_config(args.log, given_options(args))
+    if mpi_rank() == 0 and not cfg.quiet:
+        print(f"ef21-mpi: rerunning {args.log} into {cfg.out}", file=sys.stderr, flush=True)
+    return run(cfg, hooks=Hooks(check=check))
