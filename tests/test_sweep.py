@@ -322,3 +322,29 @@ def test_a_log_of_another_configuration_under_the_same_name_is_rerun(tmp_path):
     ef21_mpi.simulate(dataset=str(data), algorithm="ef21", k=2, rounds=5, workers=3, lam=0.05, init="zero",
                       out=tmp_path / config.name, overwrite=True)
     assert log_state(tmp_path / config.name, config) == "changed"
+
+
+def test_a_pooled_sweep_writes_the_logs_of_a_subprocess_sweep(tmp_path, capsys):
+    """--pool runs each configuration in a long-lived process: the same logs, bit for bit, and the same verdicts."""
+    import numpy as np
+
+    data = tmp_path / "syn.svm"
+    write_libsvm(data)
+    argv = ["--datasets", str(data), "--algorithms", "ef21,ef", "--compressors", "rand-k,top-k", "--k", "2",
+            "--seeds", "0,1", "--rounds", "12", "--workers", "3", "--jobs", "2"]
+    assert main(["sweep", "--out-dir", str(tmp_path / "sub"), *argv]) == 0
+    assert main(["sweep", "--out-dir", str(tmp_path / "pool"), "--pool", *argv]) == 0
+    names = sorted(p.name for p in (tmp_path / "sub").glob("*.h5"))
+    assert len(names) == 8 and names == sorted(p.name for p in (tmp_path / "pool").glob("*.h5"))
+    for name in names:
+        a, b = load_run(tmp_path / "sub" / name), load_run(tmp_path / "pool" / name)
+        assert a.status == b.status == "completed"
+        for field in ("grad_norm_sq", "loss", "bits_up", "x_final"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), (name, field)
+    capsys.readouterr()
+    bad = ["sweep", "--out-dir", str(tmp_path / "bad"), "--pool", "--datasets", str(data), "--algorithms", "ef21",
+           "--k", "20", "--rounds", "5", "--workers", "3"]  # k > d: the run refuses it in the pool worker
+    assert main(bad) == 1
+    captured = capsys.readouterr()
+    assert "1 failed" in captured.out
+    assert "syn__ef21__top-20__x1__workers-3.h5 failed: --k 20 is out of range for this data set" in captured.err

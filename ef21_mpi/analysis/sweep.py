@@ -7,6 +7,7 @@ skips every configuration whose log already holds a final status and reruns the 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shlex
 import shutil
@@ -14,8 +15,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ef21_mpi.analysis.grid import Config
@@ -59,6 +60,45 @@ def command(config: Config, out: Path, data_dir: str | None, launcher: str | Non
 EXIT_STATUS = {0: FINAL_STATUSES[:2], 3: ("diverged",)}  # exit code of `ef21-mpi run` -> the log statuses it means
 
 
+def _outcome(config: Config, out: Path, code: int, seconds: float, message: str) -> Result:
+    """How a run ended, from its exit code and its log: both must say the same final status."""
+    if code not in EXIT_STATUS:
+        status = "interrupted" if code in (130, 143) else "failed"
+        return Result(config, status, seconds, message or f"exit code {code}")
+    try:
+        run = load_run(out)
+    except InputError:
+        return Result(config, "failed", seconds, message or f"exit code {code}, no log written")
+    if run.status not in EXIT_STATUS[code]:
+        return Result(config, "failed", seconds, f"exit code {code} but the log says {run.status}")
+    rounds_done = int(run.attrs.get("rounds_done", run.round[-1] if run.rows else 0))
+    last = float(run.grad_norm_sq[-1]) if run.rows else None
+    return Result(config, run.status, seconds, "", rounds_done, last)
+
+
+def run_here(config: Config, out_dir: Path, data_dir: str | None = None) -> Result:
+    """Run one configuration in this process (serial backend): what a pool worker of `run_sweep` does.
+
+    The same run as the subprocess of `run_config`, through the same session, without starting Python and
+    parsing the data set again for every configuration (`runtime.datacache` keeps the parsed files).
+    """
+    from ef21_mpi.runtime.session import run
+
+    out = out_dir / config.name
+    started = time.monotonic()
+    cfg = replace(config.run_config(out, data_dir), backend="serial")
+    try:
+        code = run(cfg)
+        message = ""
+    except InputError as err:
+        code, message = 2, str(err)
+    except KeyboardInterrupt:
+        code, message = 130, "interrupted"
+    except Exception as err:  # noqa: BLE001 -- one failed configuration is a result of the sweep, not its end
+        code, message = 1, f"{type(err).__name__}: {err}"
+    return _outcome(config, out, code, time.monotonic() - started, message)
+
+
 def run_config(config: Config, out_dir: Path, data_dir: str | None = None, launcher: str | None = None) -> Result:
     """Run one configuration to the end and report how it ended.
 
@@ -75,18 +115,7 @@ def run_config(config: Config, out_dir: Path, data_dir: str | None = None, launc
         return Result(config, "failed", time.monotonic() - started, f"cannot start the run ({err.strerror})")
     seconds = time.monotonic() - started
     message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
-    if proc.returncode not in EXIT_STATUS:
-        status = "interrupted" if proc.returncode in (130, 143) else "failed"
-        return Result(config, status, seconds, message or f"exit code {proc.returncode}")
-    try:
-        run = load_run(out)
-    except InputError:
-        return Result(config, "failed", seconds, message or f"exit code {proc.returncode}, no log written")
-    if run.status not in EXIT_STATUS[proc.returncode]:
-        return Result(config, "failed", seconds, f"exit code {proc.returncode} but the log says {run.status}")
-    rounds_done = int(run.attrs.get("rounds_done", run.round[-1] if run.rows else 0))
-    last = float(run.grad_norm_sq[-1]) if run.rows else None
-    return Result(config, run.status, seconds, "", rounds_done, last)
+    return _outcome(config, out, proc.returncode, seconds, message)
 
 
 def check_launcher(launcher: str) -> list[str]:
@@ -116,8 +145,13 @@ def describe(result: Result) -> str:
 
 
 def run_sweep(configs: list[Config], out_dir: Path, *, jobs: int | None = None, data_dir: str | None = None,
-              launcher: str | None = None, out=None) -> list[Result]:
-    """Run every configuration without a final log (``jobs`` at a time); print a line per run."""
+              launcher: str | None = None, out=None, pool: bool = False) -> list[Result]:
+    """Run every configuration without a final log (``jobs`` at a time); print a line per run.
+
+    Each run is its own ``ef21-mpi run`` process, or, with ``pool``, a call of `run_here` in one of ``jobs``
+    long-lived worker processes (no launcher then): the same logs, without a Python start-up and a parse of
+    the data set per run.
+    """
     out = out or sys.stdout
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = jobs or os.cpu_count() or 1
@@ -135,17 +169,21 @@ def run_sweep(configs: list[Config], out_dir: Path, *, jobs: int | None = None, 
     for i, result in enumerate(results, 1):
         print(f"[{i}/{total}] {describe(result)}", file=out, flush=True)
     started = time.monotonic()
-    pool = ThreadPoolExecutor(max_workers=jobs)
+    if pool:
+        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        futures = [executor.submit(run_here, c, out_dir, data_dir) for c in todo]
+    else:
+        executor = ThreadPoolExecutor(max_workers=jobs)
+        futures = [executor.submit(run_config, c, out_dir, data_dir, launcher) for c in todo]
     try:
-        futures = [pool.submit(run_config, c, out_dir, data_dir, launcher) for c in todo]
         for future in as_completed(futures):
             results.append(future.result())
             elapsed = time.monotonic() - started
             print(f"[{len(results)}/{total}] {describe(results[-1])}  (sweep {elapsed:.0f} s)", file=out, flush=True)
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
         raise
-    pool.shutdown()
+    executor.shutdown()
     counts = Counter("skipped" if r.status.startswith("skipped:") else r.status for r in results)
     print(f"sweep: finished in {time.monotonic() - started:.0f} s: "
           + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)), file=out, flush=True)
