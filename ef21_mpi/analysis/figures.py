@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,15 +239,30 @@ def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bi
 LEGEND_WIDTH = 2.6  # inches added to the right for a legend outside the axes
 
 
+def _padded(values: list[np.ndarray], runs: list[Run], hold: bool) -> np.ndarray:
+    """Series of unequal length as rows of one array: a run that converged (stopped by --tol) keeps its last
+    value when ``hold`` (it is below the tolerance from then on), every other gap is NaN."""
+    rows = max(len(v) for v in values)
+    out = np.full((len(values), rows), np.nan)
+    for i, (v, run) in enumerate(zip(values, runs, strict=True)):
+        out[i, :len(v)] = v
+        if hold and len(v) and run.status == "converged":
+            out[i, len(v):] = v[-1]
+    return out
+
+
 def _draw(ax, curve: Curve, runs: list[Run], y: str, x: str, bits: str) -> None:
-    """One line (a run), or the median line and the min-max band of runs that differ only by seed."""
+    """One line (a run), or the median line and the min-max band of runs that differ only by seed (a seed that
+    converged early stays at its last value; the x of a round is the longest run's)."""
     xs = [x_values(r, x, bits) for r in runs]
-    ys = [r.series(y).astype(np.float64) for r in runs]
-    rows = min(len(v) for v in ys)
-    xv = np.median(np.stack([v[:rows] for v in xs]), axis=0)
-    stack = np.stack([v[:rows] for v in ys])
-    yv = np.median(stack, axis=0) if len(runs) > 1 else stack[0]
-    keep = np.isfinite(yv) & (yv > 0)
+    longest = int(np.argmax([len(v) for v in xs]))
+    stack = _padded([r.series(y).astype(np.float64) for r in runs], runs, hold=True)
+    xv = _padded(xs, runs, hold=False)[longest] if x != "time" else np.nanmedian(_padded(xs, runs, False), axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a round no run reached: all-NaN column
+        yv = np.nanmedian(stack, axis=0) if len(runs) > 1 else stack[0]
+        low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+    keep = np.isfinite(yv) & (yv > 0) & np.isfinite(xv)
     if not keep.any():
         print(f"ef21-mpi plot: {runs[0].path}: no positive finite {y} values to plot", file=sys.stderr)
         return
@@ -254,7 +270,6 @@ def _draw(ax, curve: Curve, runs: list[Run], y: str, x: str, bits: str) -> None:
     ax.plot(xv[keep], yv[keep], label=text, color=curve.color, linestyle=curve.linestyle, marker=curve.marker,
             markevery=max(int(keep.sum()) // 8, 1), markersize=4, linewidth=1.4)
     if len(runs) > 1:
-        low, high = stack.min(axis=0), stack.max(axis=0)
         band = keep & np.isfinite(low) & np.isfinite(high) & (low > 0)
         ax.fill_between(xv[band], low[band], high[band], color=curve.color, alpha=0.18, linewidth=0)
 
