@@ -155,6 +155,8 @@ def test_colour_is_the_method_and_line_style_the_stepsize(varied):
 def test_n_and_backend_enter_the_label_only_when_they_differ(varied):
     same = figures.make_figure([varied["ef21", "1"], varied["ef21-plus", "1"]], panels_by="none")
     assert [line.get_label() for line in same.axes[0].lines] == ["EF21, top-1", "EF21+, top-1"]
+    # nothing else varies: each method gets its own line style too, so coinciding curves stay visible
+    assert [line.get_linestyle() for line in same.axes[0].lines] == ["-", "--"]
     mixed = figures.make_figure([varied["ef21", "1"], varied["n5"]], panels_by="none")
     assert [line.get_label() for line in mixed.axes[0].lines] == ["EF21, top-1, n=4", "EF21, top-1, n=5"]
     assert mixed.axes[0].lines[1].get_linestyle() == "--"
