@@ -155,6 +155,8 @@ def test_colour_is_the_method_and_line_style_the_stepsize(varied):
 def test_n_and_backend_enter_the_label_only_when_they_differ(varied):
     same = figures.make_figure([varied["ef21", "1"], varied["ef21-plus", "1"]], panels_by="none")
     assert [line.get_label() for line in same.axes[0].lines] == ["EF21, top-1", "EF21+, top-1"]
+    # nothing else varies: each method gets its own line style too, so coinciding curves stay visible
+    assert [line.get_linestyle() for line in same.axes[0].lines] == ["-", "--"]
     mixed = figures.make_figure([varied["ef21", "1"], varied["n5"]], panels_by="none")
     assert [line.get_label() for line in mixed.axes[0].lines] == ["EF21, top-1, n=4", "EF21, top-1, n=5"]
     assert mixed.axes[0].lines[1].get_linestyle() == "--"
@@ -186,3 +188,20 @@ def test_axis_limits_and_legend_choices(varied, tmp_path):
     out = tmp_path / "lim.png"
     assert main(["plot", str(runs[0].path), "-o", str(out), "--xlim", ",500", "--ylim", "1e-6,1"]) == 0
     assert out.exists()
+
+
+def test_a_seed_that_converged_early_stays_at_its_last_value_in_the_band(tmp_path):
+    """Seeds stopped by --tol at different rounds: the median runs to the longest seed, the stopped seeds held."""
+    write_libsvm(tmp_path / "alpha.svm", seed=3)
+    seeds = [_run(tmp_path, f"s{s}", "--compressor", "rand-k", "--k", "2", "--workers", "4", "--seed", str(s),
+                  "--x0", "normal", "--tol", "1e-3", "--rounds", "400") for s in range(3)]
+    lengths = [r.rows for r in seeds]
+    assert all(r.status == "converged" for r in seeds) and len(set(lengths)) > 1
+    longest = max(lengths)
+    held = np.stack([np.concatenate([r.grad_norm_sq, np.full(longest - r.rows, r.grad_norm_sq[-1])]) for r in seeds])
+    fig = figures.make_figure(seeds, panels_by="none", x="rounds")
+    x, y = fig.axes[0].lines[0].get_data()
+    np.testing.assert_array_equal(x, np.arange(longest))
+    np.testing.assert_array_equal(y, np.median(held, axis=0))
+    vertices = fig.axes[0].collections[0].get_paths()[0].vertices
+    np.testing.assert_allclose(vertices[1:longest + 1, 1], held.min(axis=0))

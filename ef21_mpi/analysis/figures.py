@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from ef21_mpi.errors import InputError
 
 Y_CHOICES = ("grad_norm_sq", "loss", "distortion")
 X_CHOICES = ("bits", "rounds", "time")
-PANEL_CHOICES = ("dataset", "multiplier", "none")
+PANEL_CHOICES = ("dataset", "multiplier", "dataset+multiplier", "none")  # the last but one: a grid, a row per data set
 FORMATS = (".png", ".pdf", ".svg")
 PANEL_SIZE = (4.8, 3.6)  # inches per panel
 DPI = 100
@@ -38,7 +39,7 @@ X_LABELS = {
     ("rounds", None): "communication rounds",
     ("time", None): "wall time (s)",
 }
-LEGEND_CHOICES = ("outside", "inside", "none")
+LEGEND_CHOICES = ("outside", "below", "inside", "none")
 LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 MARKERS = ("o", "s", "^", "v", "D", "P", "X")
 SPARE_COLORS = tuple(f"C{i}" for i in range(6, 10))
@@ -90,7 +91,14 @@ def panel_key(run: Run, panels_by: str) -> tuple[tuple, str]:
 
 
 def group_panels(runs: list[Run], panels_by: str) -> list[tuple[str, list[Run]]]:
-    """Runs grouped into panels: data sets in order of appearance, multipliers in increasing order."""
+    """Runs grouped into panels: data sets in order of appearance, multipliers in increasing order; for
+    ``dataset+multiplier`` every (data set, multiplier) pair of the grid, row by row (empty where none ran)."""
+    if panels_by == "dataset+multiplier":
+        rows = group_panels(runs, "dataset")
+        columns = [key for key, _ in sorted({panel_key(r, "multiplier") for r in runs})]
+        titles = dict(sorted({panel_key(r, "multiplier") for r in runs}))
+        return [(f"{name}, {titles[column]}", [r for r in group if panel_key(r, "multiplier")[0] == column])
+                for name, group in rows for column in columns]
     groups: dict = {}
     titles: dict = {}
     for run in runs:
@@ -99,6 +107,15 @@ def group_panels(runs: list[Run], panels_by: str) -> list[tuple[str, list[Run]]]
         titles[key] = title
     keys = sorted(groups) if panels_by == "multiplier" else list(groups)
     return [(titles[k], groups[k]) for k in keys]
+
+
+def grid_shape(runs: list[Run], panels: list, panels_by: str) -> tuple[int, int]:
+    """(rows, columns): a data set per row for ``dataset+multiplier``; else up to 3 columns (2 for 4 panels)."""
+    if panels_by == "dataset+multiplier":
+        columns = len({panel_key(r, "multiplier")[0] for r in runs})
+        return len(panels) // columns, columns
+    ncols = 2 if len(panels) == 4 else min(len(panels), MAX_COLUMNS)
+    return math.ceil(len(panels) / ncols), ncols
 
 
 def x_values(run: Run, x: str, bits: str) -> np.ndarray:
@@ -146,9 +163,9 @@ class Curve:
 def curves(runs: list[Run], panels_by: str = "none", bands: bool = True) -> list[Curve]:
     """One curve per run, or per group of runs that differ only by their seed (``bands``); styled so that colour
     is the method and line style, then marker, the other properties that vary among ``runs``."""
-    skip = {"stepsize"} if panels_by == "multiplier" else set()
+    skip = {"stepsize"} if "multiplier" in panels_by else set()
     varying = [f for f in FACETS if f.name not in skip and len({f.value(r) for r in runs}) > 1]
-    with_dataset = panels_by != "dataset" and len({r.attrs.get("dataset") for r in runs}) > 1
+    with_dataset = "dataset" not in panels_by and len({r.attrs.get("dataset") for r in runs}) > 1
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         key = (method_name(run), str(run.attrs.get("dataset")), *(f.value(run) for f in varying))
@@ -176,6 +193,8 @@ def curves(runs: list[Run], panels_by: str = "none", bands: bool = True) -> list
         curve = Curve(members, ", ".join(parts), colors[name])
         if styled[0]:
             curve.linestyle = LINE_STYLES[style_values[0].index(styled[0][0].value(first)) % len(LINE_STYLES)]
+        else:  # line style free: each method its own, so that methods whose curves coincide stay visible
+            curve.linestyle = LINE_STYLES[list(colors).index(name) % len(LINE_STYLES)]
         if styled[1]:
             curve.marker = MARKERS[style_values[1].index(styled[1][0].value(first)) % len(MARKERS)]
         out.append(curve)
@@ -191,12 +210,13 @@ def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bi
     from matplotlib.ticker import EngFormatter
 
     panels = group_panels(runs, panels_by)
-    ncols = 2 if len(panels) == 4 else min(len(panels), MAX_COLUMNS)
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows), dpi=dpi, layout="constrained")
+    nrows, ncols = grid_shape(runs, panels, panels_by)
+    scale = 0.75 if panels_by == "dataset+multiplier" else 1.0  # a grid's panels are smaller
+    fig = Figure(figsize=(PANEL_SIZE[0] * ncols * scale, PANEL_SIZE[1] * nrows * scale), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     same_data = len({r.attrs.get("dataset") for r in runs}) == 1  # panels of one data set compare on one y scale
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=same_data and len(panels) > 1)
+    sharey = "row" if panels_by == "dataset+multiplier" else same_data and len(panels) > 1
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     drawn = curves(runs, panels_by, bands)
     by_run = {id(r): c for c in drawn for r in c.runs}
     for ax, (panel_title, group) in zip(axes.flat, panels):
@@ -210,8 +230,12 @@ def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bi
         ax.set_yscale("log")
         if x == "bits":
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M: no offset text to collide with
-        ax.set_xlabel(X_LABELS[(x, bits if x == "bits" else None)])
-        ax.set_ylabel(Y_LABELS[y])
+        grid = panels_by == "dataset+multiplier"
+        index = list(axes.flat).index(ax)
+        if not grid or index // ncols == nrows - 1:  # a grid labels its bottom row and first column only
+            ax.set_xlabel(X_LABELS[(x, bits if x == "bits" else None)])
+        if not grid or index % ncols == 0:
+            ax.set_ylabel(Y_LABELS[y])
         if xlim:
             ax.set_xlim(*xlim)
         if ylim:
@@ -223,13 +247,17 @@ def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bi
             ax.legend(fontsize="small")
     for ax in list(axes.flat)[len(panels):]:
         fig.delaxes(ax)
-    if legend == "outside" and any(ax.lines for ax in fig.axes):
+    if legend in ("outside", "below") and any(ax.lines for ax in fig.axes):
         handles = {}
         for ax in fig.axes:
             for handle, text in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(text, handle)
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
-        fig.set_figwidth(fig.get_figwidth() + LEGEND_WIDTH)
+        if legend == "below":
+            fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize="small",
+                       ncols=min(len(handles), 6))
+        else:
+            fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+            fig.set_figwidth(fig.get_figwidth() + LEGEND_WIDTH)
     if title:
         fig.suptitle(title)
     return fig
@@ -238,15 +266,30 @@ def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bi
 LEGEND_WIDTH = 2.6  # inches added to the right for a legend outside the axes
 
 
+def _padded(values: list[np.ndarray], runs: list[Run], hold: bool) -> np.ndarray:
+    """Series of unequal length as rows of one array: a run that converged (stopped by --tol) keeps its last
+    value when ``hold`` (it is below the tolerance from then on), every other gap is NaN."""
+    rows = max(len(v) for v in values)
+    out = np.full((len(values), rows), np.nan)
+    for i, (v, run) in enumerate(zip(values, runs, strict=True)):
+        out[i, :len(v)] = v
+        if hold and len(v) and run.status == "converged":
+            out[i, len(v):] = v[-1]
+    return out
+
+
 def _draw(ax, curve: Curve, runs: list[Run], y: str, x: str, bits: str) -> None:
-    """One line (a run), or the median line and the min-max band of runs that differ only by seed."""
+    """One line (a run), or the median line and the min-max band of runs that differ only by seed (a seed that
+    converged early stays at its last value; the x of a round is the longest run's)."""
     xs = [x_values(r, x, bits) for r in runs]
-    ys = [r.series(y).astype(np.float64) for r in runs]
-    rows = min(len(v) for v in ys)
-    xv = np.median(np.stack([v[:rows] for v in xs]), axis=0)
-    stack = np.stack([v[:rows] for v in ys])
-    yv = np.median(stack, axis=0) if len(runs) > 1 else stack[0]
-    keep = np.isfinite(yv) & (yv > 0)
+    longest = int(np.argmax([len(v) for v in xs]))
+    stack = _padded([r.series(y).astype(np.float64) for r in runs], runs, hold=True)
+    xv = _padded(xs, runs, hold=False)[longest] if x != "time" else np.nanmedian(_padded(xs, runs, False), axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a round no run reached: all-NaN column
+        yv = np.nanmedian(stack, axis=0) if len(runs) > 1 else stack[0]
+        low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+    keep = np.isfinite(yv) & (yv > 0) & np.isfinite(xv)
     if not keep.any():
         print(f"ef21-mpi plot: {runs[0].path}: no positive finite {y} values to plot", file=sys.stderr)
         return
@@ -254,7 +297,6 @@ def _draw(ax, curve: Curve, runs: list[Run], y: str, x: str, bits: str) -> None:
     ax.plot(xv[keep], yv[keep], label=text, color=curve.color, linestyle=curve.linestyle, marker=curve.marker,
             markevery=max(int(keep.sum()) // 8, 1), markersize=4, linewidth=1.4)
     if len(runs) > 1:
-        low, high = stack.min(axis=0), stack.max(axis=0)
         band = keep & np.isfinite(low) & np.isfinite(high) & (low > 0)
         ax.fill_between(xv[band], low[band], high[band], color=curve.color, alpha=0.18, linewidth=0)
 

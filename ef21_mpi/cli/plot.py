@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ylim", type=_limits, metavar="LO,HI", help="y-axis range (e.g. 1e-8,1)")
     p.add_argument("--dpi", type=int, default=DPI, help="resolution of a .png (default %(default)s)")
     p.add_argument("--legend", default="outside", choices=LEGEND_CHOICES,
-                   help="one legend right of the panels (default), one inside each panel, or none")
+                   help="one legend right of the panels (default), one below them, one inside each panel, or none")
     p.add_argument("--no-bands", action="store_true",
                    help="one line per run even where runs differ only by --seed (default: median and min-max band)")
     p.add_argument("--theory", action="store_true", help="instead: each run's observed curve with its theorem's "

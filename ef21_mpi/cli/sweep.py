@@ -1,4 +1,4 @@
-"""``ef21-mpi sweep``: run a grid of configurations, one log each, resumable (the grid logic is `analysis.sweep`)."""
+"""``ef21-mpi sweep``: run a grid of configurations, one log each, resumable (the grid is `analysis.grid`)."""
 
 from __future__ import annotations
 
@@ -7,56 +7,60 @@ import json
 import sys
 from pathlib import Path
 
-from ef21_mpi.analysis.sweep import (
-    DEFAULTS,
-    GRID_KEYS,
-    check_launcher,
-    expand_grid,
-    log_state,
-    run_sweep,
-    validate_grid,
-)
+from ef21_mpi.analysis.grid import ALIASES, AXES, SCALARS, axis_name, configs_of, parse_value, validate_grid
+from ef21_mpi.analysis.sweep import check_launcher, log_state, run_sweep
 from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
+
+#: What a sweep runs when the grid does not say otherwise.
+SWEEP_DEFAULTS = {"algorithm": ["ef", "ef21", "ef21-plus"], "stepsize_multiplier": [1.0], "k": [1], "workers": [20]}
+BUDGET = SCALARS + ("bits_budget",)
+LIST_AXES = tuple(name for name in AXES if name != "compressor_args")  # a dict per value: only in a --grid file
+
+
+def _flags(name: str) -> list[str]:
+    plural = [alias for alias, target in ALIASES.items() if target == name and alias.endswith("s")]
+    return ["--" + flag.replace("_", "-") for flag in (*plural, name)]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of configurations (resumable), one log each",
-                       description="Expand a grid (data sets x algorithms x k x multipliers) and run each "
-                                   "configuration as its own `ef21-mpi run`, skipping those whose log already "
-                                   "ends with status completed, converged or diverged. Exits non-zero only if "
-                                   "a run failed (diverged is a result).")
+                       description="Expand a grid (the product of comma-separated values of any `run` option) and "
+                                   "run each configuration as its own `ef21-mpi run`, skipping those whose log already "
+                                   "ends with status completed, converged or diverged. Each log is named after the "
+                                   "configuration: data set, method, compressor and k, multiplier, then every other "
+                                   "option that is varied or differs from its default (a9a__ef21__top-1__x4__seed-3.h5). "
+                                   "Options a method does not use (k for GD, --momentum for EF21) are dropped from its "
+                                   "runs. Exits non-zero only if a run failed (diverged is a result).")
     p.add_argument("--out-dir", required=True, help="folder for the logs (created if missing)")
-    p.add_argument("--grid", help="JSON file with any of the keys " + ", ".join(GRID_KEYS)
-                   + " (lists where the flag takes a list); flags given on the command line win")
-    p.add_argument("--datasets", help="comma-separated data sets (registry names or LibSVM files)")
-    p.add_argument("--algorithms", help="comma-separated, from " + ", ".join(METHODS) + " (default ef,ef21,ef21-plus)")
-    p.add_argument("--multipliers", help="comma-separated stepsize multipliers (default 1)")
-    p.add_argument("--k", help="comma-separated Top-k k values (default 1; GD ignores k and uses d)")
+    p.add_argument("--grid", help="JSON file whose keys are run options (or their plurals: datasets, algorithms, "
+                   "multipliers, compressors, seeds, lams) with a value or a list of values, and "
+                   + ", ".join(BUDGET) + "; flags given on the command line win")
+    axes = p.add_argument_group("axes", "comma-separated values of the `ef21-mpi run` option of the same name")
+    for name in LIST_AXES:
+        default = SWEEP_DEFAULTS.get(name)
+        shown = f" (default {','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in default)})" if default else ""
+        extra = ", from " + ", ".join(METHODS) if name == "algorithm" else ""
+        axes.add_argument(*_flags(name), dest=name, metavar="V[,V...]", help=f"{name.replace('_', ' ')}{extra}{shown}")
     p.add_argument("--rounds", type=int, help="rounds per configuration")
     p.add_argument("--bits-budget", type=float, help="give every configuration the same paper bits/n: rounds "
-                   "such that floor(B / (32 k)) messages are sent (EF, GD, DCGD: one fewer round, as their round 0 is a step "
-                   "that counts), capped by --rounds if also given")
+                   "such that floor(B / (32 k)) messages are sent (EF, GD, DCGD: one fewer round, as their round 0 is a "
+                   "step that counts), capped by --rounds if also given")
     p.add_argument("--tol", type=float, help="stop a run once grad_norm_sq < TOL (default 0: never)")
     p.add_argument("--log-every", type=int, help="log every K-th round (default 1)")
-    p.add_argument("--workers", type=int, help="number of workers n (default 20)")
     p.add_argument("--data-dir", help="folder holding the data sets (passed to each run)")
     p.add_argument("--jobs", type=int, help="runs at a time (default: number of cores)")
     p.add_argument("--launcher", help="command template to run each configuration under, e.g. "
                    "'mpiexec -n {n+1}' ({n} = workers); default: serial backend in a subprocess")
+    p.add_argument("--pool", action="store_true", help="run the configurations in --jobs long-lived Python "
+                   "processes instead of one `ef21-mpi run` process each (serial backend; the same logs, without a "
+                   "Python start-up and a data set parse per run: much faster for many short runs)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and their state, run nothing")
     p.set_defaults(handler=cmd_sweep)
 
 
-def _split(text: str, kind, flag: str) -> list:
-    try:
-        return [kind(item.strip()) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise InputError(f"{flag} {text!r}: expected a comma-separated list of {kind.__name__} values") from None
-
-
 def read_grid(path: str) -> dict:
-    """The JSON grid file as a dict of GRID_KEYS (hyphens or underscores); lists may also be scalars."""
+    """The JSON grid file as a dict of option names (hyphens or underscores, plurals allowed)."""
     try:
         with open(path, encoding="utf-8") as f:
             grid = json.load(f)
@@ -72,28 +76,32 @@ def read_grid(path: str) -> dict:
         raise InputError(f"--grid {path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
     if not isinstance(grid, dict):
         raise InputError(f"--grid {path}: expected a JSON object with keys such as datasets, algorithms")
-    grid = {key.replace("-", "_"): value for key, value in grid.items()}
-    unknown = sorted(set(grid) - set(GRID_KEYS))
-    if unknown:
-        raise InputError(f"--grid {path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(GRID_KEYS)}")
-    for key in ("datasets", "algorithms", "multipliers", "k"):
-        if key in grid and not isinstance(grid[key], list):
-            grid[key] = [grid[key]]
-    return grid
+    named = {}
+    for key, value in grid.items():
+        name = key.replace("-", "_") if key.replace("-", "_") in BUDGET else axis_name(key)
+        if name not in AXES and name not in BUDGET:
+            raise InputError(f"--grid {path}: unknown key {key!r}; expected a run option ({', '.join(AXES)}) "
+                             f"or {', '.join(BUDGET)}")
+        if name in named:
+            raise InputError(f"--grid {path}: {key!r} names {name} a second time")
+        named[name] = value
+    return named
+
+
+def _split(text: str, name: str) -> list:
+    return [parse_value(name, item.strip()) for item in text.split(",") if item.strip()]
 
 
 def grid_from_args(args: argparse.Namespace) -> dict:
-    """Defaults, then the JSON grid, then the flags given on the command line."""
-    grid = dict(DEFAULTS)
+    """Defaults, then the JSON grid, then the flags given on the command line (axes and budget in one dict)."""
+    grid = dict(SWEEP_DEFAULTS)
     if args.grid:
         grid.update(read_grid(args.grid))
-    lists = {"datasets": (str, "--datasets"), "algorithms": (str, "--algorithms"),
-             "multipliers": (float, "--multipliers"), "k": (int, "--k")}
-    for key, (kind, flag) in lists.items():
-        value = getattr(args, key)
+    for name in LIST_AXES:
+        value = getattr(args, name)
         if value is not None:
-            grid[key] = _split(value, kind, flag)
-    for key in ("rounds", "bits_budget", "tol", "log_every", "workers"):
+            grid[name] = _split(value, name)
+    for key in BUDGET:
         if getattr(args, key) is not None:
             grid[key] = getattr(args, key)
     validate_grid(grid)
@@ -105,10 +113,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     if args.launcher is not None:
+        if args.pool:
+            raise InputError("--pool runs the configurations in this machine's Python processes; drop --launcher or --pool")
         check_launcher(args.launcher)
-    configs = expand_grid(grid["datasets"], grid["algorithms"], grid["multipliers"], grid["k"], grid.get("rounds"),
-                          tol=float(grid["tol"]), bits_budget=grid.get("bits_budget"),
-                          log_every=grid["log_every"], workers=grid["workers"])
+    configs = configs_of(grid)
     out_dir = Path(args.out_dir)
     if args.dry_run:
         for config in configs:
@@ -117,7 +125,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(configs)} configurations")
         return 0
     try:
-        results = run_sweep(configs, out_dir, jobs=args.jobs, data_dir=args.data_dir, launcher=args.launcher)
+        results = run_sweep(configs, out_dir, jobs=args.jobs, data_dir=args.data_dir, launcher=args.launcher,
+                            pool=args.pool)
     except KeyboardInterrupt:
         print("sweep: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -22,13 +22,13 @@ import scipy.sparse as sp
 from ef21_mpi.core import plugins
 from ef21_mpi.core.compressors import COMPRESSORS, PARAMETERS, Compressor, Identity, as_contractive, is_unbiased
 from ef21_mpi.core.data import Dataset, shard_bounds
-from ef21_mpi.core.datasets import load as load_dataset
 from ef21_mpi.core.methods import Method, make_method
 from ef21_mpi.core.problems import Constants, ShardGroup, constants_from_curvature, make_shards, smoothness_constants
 from ef21_mpi.core.stepsizes import Theory, theory
 from ef21_mpi.errors import InputError, from_core
 from ef21_mpi.runtime import store
 from ef21_mpi.runtime.config import RunConfig
+from ef21_mpi.runtime.datacache import load_dataset
 from ef21_mpi.version import __version__
 
 
