@@ -281,3 +281,19 @@ def test_run_makes_the_output_folder_from_a_config_file(data, tmp_path):
     run_ok(["run", "--config", "run.toml"], cwd=work)
     with h5py.File(work / "runs" / "deep" / "x.h5", "r") as f:
         assert f.attrs["status"] == "completed"
+
+
+@pytest.mark.parametrize("ranks", [None, 3], ids=["serial", "mpi"])
+def test_without_out_the_log_goes_to_runs_under_the_sweeps_name(ranks, data, tmp_path):
+    """``runs/<analysis.grid.log_name>``: the data set, method, compressor and multiplier, then every option that
+    differs from its default (n = 20 is the default; under MPI n is the number of worker ranks)."""
+    command = ["run", "--dataset", str(data), "--rounds", "5", "--stepsize-multiplier", "4", "--seed", "2"]
+    name = "small__ef21__top-1__x4__seed-2.h5" if ranks is None else "small__ef21__top-1__x4__workers-2__seed-2.h5"
+    done = run_ok(command, cwd=tmp_path, ranks=ranks)
+    log = tmp_path / "runs" / name
+    assert f"ef21-mpi: writing the log to runs/{name} (no --out given)" in done.stderr
+    assert attrs(log)["status"] == "completed" and attrs(log)["n_workers"] == (20 if ranks is None else 2)
+    again = ef21(command, cwd=tmp_path, ranks=ranks)  # the same name again: an existing log is not replaced
+    assert again.returncode == 2 and f"--out runs/{name} already exists" in again.stderr
+    run_ok(["run", "--dataset", str(data), "--rounds", "5", "--algorithm", "gd", "--quiet"], cwd=tmp_path)
+    assert (tmp_path / "runs" / "small__gd__x1.h5").exists()  # GD: no compressor in its name

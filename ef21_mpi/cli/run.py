@@ -6,16 +6,26 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from ef21_mpi.core import plugins
 from ef21_mpi.core.compressors import COMPRESSORS
 from ef21_mpi.core.methods import INITS, METHODS
 from ef21_mpi.core.problems import PROBLEMS
 from ef21_mpi.errors import InputError
-from ef21_mpi.runtime.config import BACKENDS, PLACEMENTS, RunConfig, from_options, ignored_options, validate_values
+from ef21_mpi.runtime.config import (
+    BACKENDS,
+    PLACEMENTS,
+    RUNTIME_FIELDS,
+    RunConfig,
+    from_options,
+    ignored_options,
+    validate_values,
+)
 
 #: The defaults the help shows: `RunConfig`'s own.
 DEFAULTS = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+RUNS = "runs"  # the folder of the logs written without --out
 
 
 class NamesOrSpec(tuple):
@@ -82,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     option(p, "--dataset", "registry name (a9a, w8a, mushrooms, phishing) or a LibSVM file",
            note="required, here or in --config")
     option(p, "--out", "path of the HDF5 run log to write; a missing folder is created",
-           note="required, here or in --config")
+           f"{RUNS}/ and the sweep's name for the run, e.g. {RUNS}/a9a__ef21__top-1__x1.h5")
     p.add_argument("--resume", metavar="RUN.h5", help="continue RUN.h5 from its last checkpoint (same launcher "
                    "or the other backend), or extend it to more --rounds (a completed run too); other flags "
                    "given with it must agree with the original run")
@@ -161,7 +171,7 @@ def warn_ignored(cfg: RunConfig, given) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from ef21_mpi.runtime.configfile import read_config_file
     from ef21_mpi.runtime.resume import ResumeRequest
-    from ef21_mpi.runtime.session import run
+    from ef21_mpi.runtime.session import mpi_rank, run
 
     given = given_options(args)
     if args.resume is not None:
@@ -172,9 +182,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "compressor_args" in options and "compressor_args" in given:  # one table: the flags' entries win
         given["compressor_args"] = {**options["compressor_args"], **given["compressor_args"]}
     options.update(given)
+    if options.get("out") is None and options.get("dataset") is not None:
+        options["out"] = default_out(options)
+        if not options.get("quiet") and mpi_rank() == 0:
+            print(f"ef21-mpi: writing the log to {options['out']} (no --out given)", file=sys.stderr, flush=True)
     cfg = from_options(options)
     warn_ignored(cfg, options)
     return run(cfg)
+
+
+def default_out(options: dict) -> str:
+    """``runs/<name>``: the name a sweep gives the run (`analysis.grid.log_name`: data set, method, compressor,
+    multiplier, then every option that differs from its default), from the options that determine its numbers."""
+    from ef21_mpi.analysis.grid import applicable, log_name
+    from ef21_mpi.runtime.session import choose_backend, mpi_world_size
+
+    numbers = {name: value for name, value in options.items() if name not in RUNTIME_FIELDS}
+    named = {name: DEFAULTS[name] for name in ("algorithm", "compressor", "k")} | numbers
+    if "workers" not in named and choose_backend(options.get("backend", "auto")) == "mpi" and mpi_world_size() > 1:
+        named["workers"] = mpi_world_size() - 1  # n under MPI: one worker per worker rank
+    try:
+        name = log_name(applicable(named))
+    except (ValueError, TypeError, KeyError):  # a value the name cannot show; the run's own checks will say
+        name = "run.h5"
+    return str(Path(RUNS) / name)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
