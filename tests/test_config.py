@@ -4,13 +4,15 @@ by ``run``, every default in ``run --help``, and a warning for each option the c
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
-from helpers import assert_same_log, ef21, program_stderr, read_file, write_libsvm
+from helpers import VOLATILE_ATTRS, assert_same_log, ef21, program_stderr, read_file, write_libsvm
 
 import ef21_mpi
 from ef21_mpi.cli.main import build_parser, main
@@ -177,11 +179,21 @@ def test_rerun_refusals(data, tmp_path):
     before = original.read_bytes()
     for command, fragment in (
         (["rerun", str(original), "--out", str(original), "--overwrite"], "is the log itself"),
-        (["rerun", str(original), "--k", "3"], "unrecognized arguments: --k 3"),
+        (["rerun", str(original), "--k", "3", "--seed", "2"], "--k, --seed cannot be changed; a rerun repeats"),
         (["rerun", str(tmp_path / "missing.h5")], "rerun " + str(tmp_path / "missing.h5") + ": no such file"),
     ):
         done = ef21(command)
         assert done.returncode == 2 and fragment in done.stderr, done.stderr
+    moved = tmp_path / "moved" / "small.svm"  # the data set found elsewhere: the same log
+    moved.parent.mkdir()
+    shutil.copy(data, moved)
+    run_ok(["rerun", str(original), "--quiet", "--dataset", str(moved), "--out", str(tmp_path / "moved.h5")])
+    (a, a_attrs), (b, b_attrs) = read_file(original), read_file(tmp_path / "moved.h5")
+    assert a.keys() == b.keys()
+    for key in a.keys() - {"wall_time"}:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    differ = {key for key in a_attrs.keys() | b_attrs.keys() if str(a_attrs.get(key)) != str(b_attrs.get(key))}
+    assert differ - VOLATILE_ATTRS == {"config", "final_state/config", "dataset_path"}  # where the data was found
     data.write_text(data.read_text().replace("1:", "2:", 1))  # other data under the same name
     done = ef21(["rerun", str(original), "--quiet"])
     lines = done.stderr.strip().splitlines()
@@ -212,7 +224,7 @@ def test_help_shows_every_default():
     run, rerun = run_parser()
     for parser in (run, rerun):
         for action in parser._actions:
-            if action.dest in ("help", "config", "resume", "log"):
+            if action.dest in ("help", "config", "resume", "log") or action.help == argparse.SUPPRESS:
                 continue
             assert "default: " in action.help or "required" in action.help, action.option_strings
     text = " ".join(run.format_help().split())
@@ -297,3 +309,12 @@ def test_without_out_the_log_goes_to_runs_under_the_sweeps_name(ranks, data, tmp
     assert again.returncode == 2 and f"--out runs/{name} already exists" in again.stderr
     run_ok(["run", "--dataset", str(data), "--rounds", "5", "--algorithm", "gd", "--quiet"], cwd=tmp_path)
     assert (tmp_path / "runs" / "small__gd__x1.h5").exists()  # GD: no compressor in its name
+
+
+@pytest.mark.mpi
+def test_a_bad_config_file_under_mpi_is_one_line(tmp_path):
+    config = toml(tmp_path / "run.toml", 'k = "x"\n')
+    done = ef21(["run", "--config", str(config), "--dataset", "a9a"], ranks=3)
+    lines = [line for line in program_stderr(done.stderr).splitlines() if line.strip()]
+    expected = f"ef21-mpi: error: --config {config}: key 'k' expects an integer, got 'x'"
+    assert done.returncode == 2 and lines == [expected], done.stderr

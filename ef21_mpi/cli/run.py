@@ -54,13 +54,14 @@ def _shown(value) -> str:
 
 
 def option(p: argparse.ArgumentParser, flag: str, text: str, default: str | None = None, *, note: str | None = None,
-           **kw) -> None:
+           hidden: bool = False, **kw) -> None:
     """A flag whose value is left out of the namespace unless given (so that a ``--config`` file, then
     `RunConfig`'s default, fill it in), with its default in the help: ``default`` or `RunConfig`'s (or ``note``
-    in its place)."""
+    in its place); ``hidden``: accepted but not in the help."""
     name = kw.get("dest", flag[2:].replace("-", "_"))
     note = note or f"default: {default if default is not None else _shown(DEFAULTS[name])}"
-    p.add_argument(flag, default=argparse.SUPPRESS, help=f"{text} ({note})".replace("%", "%%"), **kw)
+    shown = argparse.SUPPRESS if hidden else f"{text} ({note})".replace("%", "%%")
+    p.add_argument(flag, default=argparse.SUPPRESS, help=shown, **kw)
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -81,6 +82,46 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
            "naming the worker rank that made no progress", "off", type=float, metavar="SECONDS")
 
 
+def add_number_options(p: argparse.ArgumentParser, hidden: bool = False) -> None:
+    """The flags that determine a run's numbers (``hidden``: accepted, not shown; ``rerun`` refuses them)."""
+
+    def add(flag: str, text: str, default: str | None = None, **kw) -> None:
+        option(p, flag, text, default, hidden=hidden, **kw)
+
+    add("--algorithm", "a method of the registry, or package.module:ClassName (a Method subclass importable "
+        "on every rank)", choices=NamesOrSpec(METHODS))
+    add("--compressor", "a compressor of the registry, or package.module:ClassName (importable on every "
+        "rank)", choices=NamesOrSpec(COMPRESSORS))
+    add("--compressor-arg", "argument of a plug-in compressor class (repeatable; int, float, true/false or "
+        "text)", "none", action="append", metavar="NAME=VALUE", dest="compressor_arg")
+    add("--k", "coordinates kept by top-k / rand-k / rand-k-unbiased", type=int)
+    add("--rounds", "communication rounds after the initialisation", type=int)
+    add("--workers", "number of workers n", "20 in one process; under MPI one per worker rank, or more, "
+        "spread over the worker ranks in blocks", type=int)
+    add("--problem", "the objective", choices=list(PROBLEMS))
+    add("--lam", "regularisation lambda", type=float)
+    add("--init", "g_i^0 of the methods that initialise g_i (EF21 and its family)", choices=INITS)
+    add("--stepsize", "absolute stepsize gamma (overrides the multiplier)", "unset: gamma from the multiplier",
+        type=float)
+    add("--stepsize-multiplier", "gamma = multiplier * gamma_theory", type=float)
+    add("--x0", "zeros, normal (from --seed) or PATH.npy")
+    add("--seed", "seed of every random choice", type=int)
+    add("--tol", "stop once grad_norm_sq < tol (status converged); 0: never", type=float)
+    add("--batch-size", "EF21-SGD, EF21-SGDM: rows per minibatch (tau)", "none; required by those methods",
+        type=int)
+    add("--participation", "EF21-PP: fraction p of the workers taking part in a round (round(p n) of "
+        "them, drawn by the master)", "none; required by EF21-PP", type=float)
+    add("--down-compressor", "EF21-BC: the master's compressor C_M", "none; required by EF21-BC",
+        choices=list(COMPRESSORS))
+    add("--down-k", "EF21-BC: coordinates kept by C_M (top-k, rand-k, rand-k-unbiased)", "none; required "
+        "by those", type=int)
+    add("--momentum", "EF21-HB (0 <= eta < 1), EF21-SGDM (0 < eta <= 1): eta", "none; required by those "
+        "methods", type=float)
+    add("--levels", "dithering: levels s per sign", "none; required by dithering", type=int)
+    add("--shuffle", "permute rows (from --seed) before sharding", action="store_true")
+    add("--log-every", "log every K-th round (bits stay exact)", type=int)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run one method on one data set and write its HDF5 log",
                        description="Run one configuration. Under mpiexec rank 0 is the master and the other "
@@ -96,38 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN.h5", help="continue RUN.h5 from its last checkpoint (same launcher "
                    "or the other backend), or extend it to more --rounds (a completed run too); other flags "
                    "given with it must agree with the original run")
-    option(p, "--algorithm", "a method of the registry, or package.module:ClassName (a Method subclass importable "
-           "on every rank)", choices=NamesOrSpec(METHODS))
-    option(p, "--compressor", "a compressor of the registry, or package.module:ClassName (importable on every "
-           "rank)", choices=NamesOrSpec(COMPRESSORS))
-    option(p, "--compressor-arg", "argument of a plug-in compressor class (repeatable; int, float, true/false or "
-           "text)", "none", action="append", metavar="NAME=VALUE", dest="compressor_arg")
-    option(p, "--k", "coordinates kept by top-k / rand-k / rand-k-unbiased", type=int)
-    option(p, "--rounds", "communication rounds after the initialisation", type=int)
-    option(p, "--workers", "number of workers n", "20 in one process; under MPI one per worker rank, or more, "
-           "spread over the worker ranks in blocks", type=int)
-    option(p, "--problem", "the objective", choices=list(PROBLEMS))
-    option(p, "--lam", "regularisation lambda", type=float)
-    option(p, "--init", "g_i^0 of the methods that initialise g_i (EF21 and its family)", choices=INITS)
-    option(p, "--stepsize", "absolute stepsize gamma (overrides the multiplier)", "unset: gamma from the multiplier",
-           type=float)
-    option(p, "--stepsize-multiplier", "gamma = multiplier * gamma_theory", type=float)
-    option(p, "--x0", "zeros, normal (from --seed) or PATH.npy")
-    option(p, "--seed", "seed of every random choice", type=int)
-    option(p, "--tol", "stop once grad_norm_sq < tol (status converged); 0: never", type=float)
-    option(p, "--batch-size", "EF21-SGD, EF21-SGDM: rows per minibatch (tau)", "none; required by those methods",
-           type=int)
-    option(p, "--participation", "EF21-PP: fraction p of the workers taking part in a round (round(p n) of "
-           "them, drawn by the master)", "none; required by EF21-PP", type=float)
-    option(p, "--down-compressor", "EF21-BC: the master's compressor C_M", "none; required by EF21-BC",
-           choices=list(COMPRESSORS))
-    option(p, "--down-k", "EF21-BC: coordinates kept by C_M (top-k, rand-k, rand-k-unbiased)", "none; required "
-           "by those", type=int)
-    option(p, "--momentum", "EF21-HB (0 <= eta < 1), EF21-SGDM (0 < eta <= 1): eta", "none; required by those "
-           "methods", type=float)
-    option(p, "--levels", "dithering: levels s per sign", "none; required by dithering", type=int)
-    option(p, "--shuffle", "permute rows (from --seed) before sharding", action="store_true")
-    option(p, "--log-every", "log every K-th round (bits stay exact)", type=int)
+    add_number_options(p)
     add_runtime_options(p)
     p.set_defaults(handler=cmd_run)
     register_rerun(sub)
@@ -141,7 +151,9 @@ def register_rerun(sub: argparse._SubParsersAction) -> None:
                                    "the data set must be the one LOG used (same sha256).")
     p.add_argument("log", metavar="LOG", help="the run log whose configuration to run again")
     option(p, "--out", "path of the new log; a missing folder is created", "LOG's name with .rerun.h5, beside it")
+    option(p, "--dataset", "the data set, if not where LOG says (it must have the same sha256)", "the one LOG names")
     add_runtime_options(p)
+    add_number_options(p, hidden=True)  # refused with one line by `runtime.rerun`
     p.set_defaults(handler=cmd_rerun)
 
 

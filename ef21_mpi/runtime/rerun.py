@@ -1,9 +1,9 @@
 """``ef21-mpi rerun LOG``: the configuration a log stores, run again from its start into a new log.
 
 Only the settings that change how a run is executed or stored (`RUNTIME_FIELDS`: the log's path, the backend,
-the data folder, flushing, checkpoints, ...) may be given; everything that determines the numbers comes from
-the log, and the data set must be the one the log names (its sha256), so that the new log holds the same
-numbers, bit for bit.
+the data folder, flushing, checkpoints, ...) and where the data set is may be given; everything else that
+determines the numbers comes from the log, and the data set must be the one the log used (its sha256), so that
+the new log holds the same numbers, bit for bit.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ def rerun_config(log: str | os.PathLike, runtime: dict) -> tuple[RunConfig, Call
     command = "rerun"
     attrs = read_attrs(path, command)
     stored = stored_config(path, attrs["config"], command)
-    other = sorted(set(runtime) - RUNTIME_FIELDS)
+    other = sorted(set(runtime) - RUNTIME_FIELDS - {"dataset"})
     if other:
-        raise InputError(f"{command} {path}: {', '.join(other)} cannot be changed; a rerun repeats the log's "
-                         "configuration")
+        flags = ", ".join("--" + name.replace("_", "-") for name in other)
+        raise InputError(f"{command} {path}: {flags} cannot be changed; a rerun repeats the log's configuration "
+                         "(for another one: ef21-mpi run)")
     out = Path(runtime.get("out") or default_out(path))
     if out.resolve() == path.resolve() or (out.exists() and os.path.samefile(out, path)):
         raise InputError(f"{command} {path}: --out {out} is the log itself; a rerun writes a new log")
-    dataset = stored["dataset"]
+    dataset = runtime.get("dataset", stored["dataset"])
     if dataset not in REGISTRY and not os.path.exists(dataset) and os.path.exists(str(attrs.get("dataset_path"))):
         dataset = str(attrs["dataset_path"])  # given as a path relative to another folder: the file it found then
     cfg = RunConfig(**{**stored, **runtime, "dataset": dataset, "out": str(out)})
