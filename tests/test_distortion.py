@@ -128,7 +128,7 @@ def run_log(tmp_path: Path, algorithm, compressor, k, init, n, log_every, step) 
                  "--log-every", str(log_every), "--seed", str(SEED), *step, "--quiet", "--out", str(out)])
     assert done.returncode == 0, done.stderr
     with h5py.File(out, "r") as f:
-        columns, attrs = {key: f[key][()] for key in f}, dict(f.attrs)
+        columns, attrs = {key: f[key][()] for key in f if isinstance(f[key], h5py.Dataset)}, dict(f.attrs)
     return columns, attrs, A, y
 
 

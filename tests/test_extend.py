@@ -72,8 +72,8 @@ def test_final_state_is_the_state_a_longer_run_checkpoints(case, data, tmp_path)
     env = {"EF21_MPI_FAULT": "rank=0,round=41,action=kill", **ARMED}  # dies in round 41, after checkpoint 40
     done = ef21(args(data, case, 60, full, "--checkpoint-every", "40"), env=env)
     assert done.returncode != 0
-    final, _ = read_file(short)
-    ckpt, _ = read_file(checkpoint_path(full))
+    final, _ = read_file(short, groups=True)
+    ckpt, _ = read_file(checkpoint_path(full), groups=True)
     stored = {key[len(FINAL_GROUP) + 1:]: value for key, value in final.items() if key.startswith(FINAL_GROUP)}
     assert stored.keys() == ckpt.keys() and len(stored) >= 5
     for key in ckpt:

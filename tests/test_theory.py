@@ -48,7 +48,7 @@ def run(out: Path, dataset: str, *extra: str, data_dir: Path | None = None) -> P
 
 def columns(path: Path) -> tuple[dict, dict]:
     with h5py.File(path, "r") as f:
-        return {k: f[k][()] for k in f}, dict(f.attrs)
+        return {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}, dict(f.attrs)
 
 
 def theta_of(alpha: float) -> float:
