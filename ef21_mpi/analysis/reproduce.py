@@ -83,9 +83,12 @@ def tune_multiplier(runner: Runner, chains: list, config: Callable[[object, floa
 
 
 def with_seeds(config: Config, seeds: Iterable[int]) -> list[Config]:
-    """The same configuration with each seed (the seed is named in the log's file)."""
+    """The same configuration with each seed: ``config`` itself for its own seed, the others named by their seed."""
     out = []
     for seed in seeds:
+        if seed == config.seed:
+            out.append(config)
+            continue
         options = {**config.options, "seed": seed}
         out.append(Config.of(config.rounds, tol=config.tol, log_every=config.log_every,
                              varied=set(config.varied) | {"seed"}, **options))
