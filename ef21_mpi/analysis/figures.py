@@ -36,6 +36,7 @@ Y_LABELS = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "dist
 X_LABELS = {
     ("bits", "paper"): "bits/n (32 bits per coordinate, init. excluded)",
     ("bits", "wire"): "bits/n (wire bits, init. included)",
+    ("bits", "total"): "bits/n, uplink + downlink (wire bits)",
     ("rounds", None): "communication rounds",
     ("time", None): "wall time (s)",
 }
