@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -259,8 +260,10 @@ def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bi
         else:
             fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
             fig.set_figwidth(fig.get_figwidth() + LEGEND_WIDTH)
-    if title:
-        fig.suptitle(title)
+    if title:  # centred over the panels, not over panels and legend, and wrapped to their width
+        panels_width = fig.get_figwidth() - (LEGEND_WIDTH if legend == "outside" else 0.0)
+        fig.suptitle("\n".join(textwrap.wrap(title, max(int(panels_width * 9), 20))),
+                     x=0.5 * panels_width / fig.get_figwidth())
     return fig
 
 
