@@ -25,7 +25,7 @@ from ef21_mpi.analysis.results import (
 )
 from ef21_mpi.errors import InputError
 
-Y_CHOICES = ("grad_norm_sq", "loss", "distortion")
+Y_CHOICES = ("grad_norm_sq", "loss", "distortion", "loss_gap")  # loss_gap: f(x^t) - f*, least squares only
 X_CHOICES = ("bits", "rounds", "time")
 PANEL_CHOICES = ("dataset", "multiplier", "dataset+multiplier", "none")  # the last but one: a grid, a row per data set
 FORMATS = (".png", ".pdf", ".svg")
@@ -33,7 +33,8 @@ PANEL_SIZE = (4.8, 3.6)  # inches per panel
 DPI = 100
 MAX_COLUMNS = 3
 
-Y_LABELS = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "distortion": r"$G^t$"}
+Y_LABELS = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "distortion": r"$G^t$",
+            "loss_gap": r"$f(x^t) - f^\ast$"}
 X_LABELS = {
     ("bits", "paper"): "bits/n (32 bits per coordinate, init. excluded)",
     ("bits", "wire"): "bits/n (wire bits, init. included)",
