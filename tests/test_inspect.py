@@ -134,3 +134,17 @@ def test_best_by_method_takes_the_fewest_bits_to_tol_and_sort_orders(repeats, ca
     assert main(["inspect", *map(str, paths), "--sort", "last", "--json"]) == 0
     lasts = [row["grad_norm_sq_last"] for row in json.loads(capsys.readouterr().out)]
     assert lasts == sorted(lasts)
+
+
+def test_every_number_that_differs_between_seeds_is_folded_or_per_run(repeats):
+    """Runs alike but for their seed must fold into one row at any tolerance: every summary key on which they can
+    differ is folded or kept per run (a key missing there, such as a new bits convention, splits the group)."""
+    from ef21_mpi.analysis.results import load_run, summary
+    from ef21_mpi.analysis.tables import _PER_RUN, fold_seeds
+
+    runs = [load_run(repeats["ef21", s]) for s in range(3)]
+    for tol in (1e-1, 1e-2, 1e-3, 1e-4):
+        summaries = [summary(r, tol=tol) for r in runs]
+        differ = {k for k in summaries[0] if len({str(s[k]) for s in summaries}) > 1}
+        assert differ <= set(_PER_RUN), differ - set(_PER_RUN)
+        assert len(fold_seeds(summaries)) == 1

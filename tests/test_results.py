@@ -52,6 +52,10 @@ def test_bits_per_worker_conventions(ef21_log):
     np.testing.assert_allclose(bits_per_worker(run, "paper"), np.concatenate([[0.0], paper]))
     np.testing.assert_allclose(bits_per_worker(run, "wire"), np.cumsum(bits, axis=0).mean(axis=1))
     assert bits_per_worker(run, "paper")[-1] == 60 * 2 * 32  # top-2: 2 coordinates a round
+    # total: the wire uplink plus EF21's broadcast of x (d = 8 float64 values, 512 bits) in every row 0..60
+    np.testing.assert_allclose(bits_per_worker(run, "total") - bits_per_worker(run, "wire"), 512.0 * np.arange(1, 62))
+    s = summary(run, tol=1e-3)
+    assert s["tol_bits_total"] == bits_per_worker(run, "total")[list(run.grad_norm_sq <= 1e-3).index(True)]
     with pytest.raises(InputError):
         bits_per_worker(run, "bytes")
 

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ef21_mpi.analysis.results import (
 )
 from ef21_mpi.errors import InputError
 
-Y_CHOICES = ("grad_norm_sq", "loss", "distortion")
+Y_CHOICES = ("grad_norm_sq", "loss", "distortion", "loss_gap")  # loss_gap: f(x^t) - f*, least squares only
 X_CHOICES = ("bits", "rounds", "time")
 PANEL_CHOICES = ("dataset", "multiplier", "dataset+multiplier", "none")  # the last but one: a grid, a row per data set
 FORMATS = (".png", ".pdf", ".svg")
@@ -32,10 +33,12 @@ PANEL_SIZE = (4.8, 3.6)  # inches per panel
 DPI = 100
 MAX_COLUMNS = 3
 
-Y_LABELS = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "distortion": r"$G^t$"}
+Y_LABELS = {"grad_norm_sq": r"$\|\nabla f(x^t)\|^2$", "loss": r"$f(x^t)$", "distortion": r"$G^t$",
+            "loss_gap": r"$f(x^t) - f^\ast$"}
 X_LABELS = {
     ("bits", "paper"): "bits/n (32 bits per coordinate, init. excluded)",
     ("bits", "wire"): "bits/n (wire bits, init. included)",
+    ("bits", "total"): "bits/n, uplink + downlink (wire bits)",
     ("rounds", None): "communication rounds",
     ("time", None): "wall time (s)",
 }
@@ -258,8 +261,10 @@ def make_figure(runs: list[Run], *, y: str = "grad_norm_sq", x: str = "bits", bi
         else:
             fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
             fig.set_figwidth(fig.get_figwidth() + LEGEND_WIDTH)
-    if title:
-        fig.suptitle(title)
+    if title:  # centred over the panels, not over panels and legend, and wrapped to their width
+        panels_width = fig.get_figwidth() - (LEGEND_WIDTH if legend == "outside" else 0.0)
+        fig.suptitle("\n".join(textwrap.wrap(title, max(int(panels_width * 9), 20))),
+                     x=0.5 * panels_width / fig.get_figwidth())
     return fig
 
 

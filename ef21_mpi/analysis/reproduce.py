@@ -54,11 +54,14 @@ class Runner:
 
 
 def tune_multiplier(runner: Runner, chains: list, config: Callable[[object, float], Config],
-                    max_multiplier: float) -> dict:
+                    max_multiplier: float, bits: str = "paper") -> dict:
     """The Figure 2 rule for each chain (any key; ``config(chain, m)`` is its run at multiplier m): multipliers
     1, 4, 16, ... up to ``max_multiplier`` (a chain stops early only when a run diverges), then the factor-2
     neighbours of the best; the best run by `tuning_key` (fewest bits/n to the tolerance, else the lowest final
-    ``||grad f||^2``). Returns ``{chain: best Config}``."""
+    ``||grad f||^2``; bits counted in the convention ``bits``). Returns ``{chain: best Config}``."""
+    def key(c: Config) -> tuple:
+        return tuning_key(runner.done[c], bits)
+
     active = {chain: 1.0 for chain in chains}
     best: dict = {}
     while active:
@@ -66,7 +69,7 @@ def tune_multiplier(runner: Runner, chains: list, config: Callable[[object, floa
         runner.run(configs.values())
         for chain, c in configs.items():
             s = runner.done[c]
-            if chain not in best or tuning_key(s) < tuning_key(runner.done[best[chain]]):
+            if chain not in best or key(c) < key(best[chain]):
                 best[chain] = c
             if s["status"] == "diverged" or active[chain] * 4 > max_multiplier:
                 del active[chain]
@@ -77,15 +80,18 @@ def tune_multiplier(runner: Runner, chains: list, config: Callable[[object, floa
     runner.run(c for cs in neighbours.values() for c in cs)
     for chain, cs in neighbours.items():
         for c in cs:
-            if tuning_key(runner.done[c]) < tuning_key(runner.done[best[chain]]):
+            if key(c) < key(best[chain]):
                 best[chain] = c
     return best
 
 
 def with_seeds(config: Config, seeds: Iterable[int]) -> list[Config]:
-    """The same configuration with each seed (the seed is named in the log's file)."""
+    """The same configuration with each seed: ``config`` itself for its own seed, the others named by their seed."""
     out = []
     for seed in seeds:
+        if seed == config.seed:
+            out.append(config)
+            continue
         options = {**config.options, "seed": seed}
         out.append(Config.of(config.rounds, tol=config.tol, log_every=config.log_every,
                              varied=set(config.varied) | {"seed"}, **options))
@@ -136,8 +142,9 @@ class SeedStats:
         return (-self.reached, self.median, self.final_median)
 
 
-def seed_stats(summaries: list[dict]) -> SeedStats:
-    return SeedStats(tuple(s["tol_bits_paper"] for s in summaries), tuple(s["grad_norm_sq_last"] for s in summaries))
+def seed_stats(summaries: list[dict], bits: str = "paper") -> SeedStats:
+    """Bits/n (convention ``bits``) to the runner's tolerance and the final ``||grad f||^2`` of each seed's run."""
+    return SeedStats(tuple(s[f"tol_bits_{bits}"] for s in summaries), tuple(s["grad_norm_sq_last"] for s in summaries))
 
 
 def cpu_line(name: str, runner: Runner, wrote: Iterable[Path]) -> str:

@@ -18,7 +18,7 @@ from ef21_mpi.errors import InputError
 from ef21_mpi.runtime.logschema import COLUMNS, LogData, read_log
 
 BITS_PER_COORDINATE = 32  # the paper's convention (SPEC 7)
-CONVENTIONS = ("paper", "wire")
+CONVENTIONS = ("paper", "wire", "total")
 
 
 # --- facts about methods: the one place analysis asks about a method ---------------------------------------
@@ -103,13 +103,16 @@ def bits_per_worker(run: Run, convention: str = "paper") -> np.ndarray:
     ``paper``: 32 bits per sent coordinate, the initialisation not counted (row 0 of EF21, EF21+ and
     EF21-SGD, which send ``g_i^0`` there; row 0 of EF, GD and DCGD is their first step and counts).
     ``wire``: the bits actually put on the wire, the initialisation included.
+    ``total``: ``wire`` plus the master's broadcasts, which every worker receives (uplink and downlink).
     """
     if convention == "paper":
         per_row = BITS_PER_COORDINATE * run.coords_up.mean(axis=1)
         if len(per_row) and method_facts(str(run.attrs.get("algorithm", "?"))).initialises:
             per_row[0] = 0.0
-    elif convention == "wire":
+    elif convention in ("wire", "total"):
         per_row = run.bits_up.mean(axis=1).astype(np.float64)
+        if convention == "total":
+            per_row = per_row + run.bits_down
     else:
         raise InputError(f"unknown bits convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
     return np.cumsum(per_row)
@@ -182,6 +185,7 @@ def summary(run: Run, tol: float | None = None) -> dict:
     best_row = int(np.argmin(np.where(finite, g, np.inf))) if finite.any() else None
     paper = bits_per_worker(run, "paper")
     wire = bits_per_worker(run, "wire")
+    total = bits_per_worker(run, "total")
     tol = resolve_tol(run, tol)
     tol_row = first_below(run, tol) if tol is not None else None
     last_round = int(run.round[-1]) if run.rows else 0
@@ -216,6 +220,7 @@ def summary(run: Run, tol: float | None = None) -> dict:
         "tol_round": int(run.round[tol_row]) if tol_row is not None else None,
         "tol_bits_paper": float(paper[tol_row]) if tol_row is not None else None,
         "tol_bits_wire": float(wire[tol_row]) if tol_row is not None else None,
+        "tol_bits_total": float(total[tol_row]) if tol_row is not None else None,
         "bits_paper": float(paper[-1]) if run.rows else 0.0,
         "bits_wire": float(wire[-1]) if run.rows else 0.0,
         "wall_time": loop_time,
@@ -224,15 +229,15 @@ def summary(run: Run, tol: float | None = None) -> dict:
     }
 
 
-def tuning_key(s: dict) -> tuple:
+def tuning_key(s: dict, bits: str = "paper") -> tuple:
     """Order in which summaries rank when tuning (smaller is better).
 
     Runs that reach the summary's tol come first, by fewest paper bits/n to reach it; the others follow
     by lowest final grad_norm_sq (diverged or non-finite runs last). Give every candidate the same bits/n
     budget, or the second group compares unequal budgets.
     """
-    if s["tol_bits_paper"] is not None:
-        return (0, s["tol_bits_paper"], s["tol_round"])
+    if s[f"tol_bits_{bits}"] is not None:
+        return (0, s[f"tol_bits_{bits}"], s["tol_round"])
     last = s["grad_norm_sq_last"]
     if s["status"] == "diverged" or last is None:
         return (2, math.inf, 0)

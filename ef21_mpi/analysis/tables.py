@@ -24,7 +24,7 @@ SORT_KEYS = {
 #: Numbers folded over seeds (median, min, max); the rest must agree or the runs are not repetitions.
 FOLDED = ("grad_norm_sq_last", "grad_norm_sq_best", "tol_round", "tol_bits_paper", "bits_paper", "bits_wire",
           "wall_time", "rounds_done")
-_PER_RUN = ("file", "seed", "status", "rows", "grad_norm_sq_first", "best_round", "tol_bits_wire",
+_PER_RUN = ("file", "seed", "status", "rows", "grad_norm_sq_first", "best_round", "tol_bits_wire", "tol_bits_total",
             "elapsed_seconds", "rounds_per_second", *FOLDED)
 
 

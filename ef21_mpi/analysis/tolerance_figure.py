@@ -37,9 +37,11 @@ def tolerance_figure(table: dict[str, dict[str, dict[float, SeedStats]]], tol: f
             ax.plot(missed, [0.96] * len(missed), linestyle="none", marker="o", markersize=6, markerfacecolor="none",
                     color=facts.color, transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_xscale("log", base=2)
-        if math.isinf(ceiling / 1.6) or ceiling <= 1.6:  # no seed reached the target anywhere in this panel
-            ax.set_ylim(1e3, 1e6)
         ax.set_yscale("log")
+        if ceiling <= 1.6:  # no seed reached the target anywhere in this panel
+            ax.set_ylim(1e3, 1e6)
+        else:  # head room above the data for the "not reached" markers
+            ax.set_ylim(top=ceiling * 2.0)
         ax.set_title(dataset)
         ax.set_xlabel(r"stepsize multiplier ($\gamma / \gamma_{theory}$)")
         ax.set_ylabel(f"bits/n to reach $\\|\\nabla f\\|^2 \\leq$ {tol:g}")

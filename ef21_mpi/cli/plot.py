@@ -15,7 +15,7 @@ from ef21_mpi.analysis.figures import (
     make_figure,
     save,
 )
-from ef21_mpi.analysis.results import load_run
+from ef21_mpi.analysis.results import CONVENTIONS, load_run
 from ef21_mpi.analysis.theory_figure import plot_theory
 from ef21_mpi.errors import InputError
 
@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FIG", help="figure file (.png, .pdf or .svg)")
     p.add_argument("--y", default="grad_norm_sq", choices=Y_CHOICES, help="quantity on the y axis")
     p.add_argument("--x", default="bits", choices=X_CHOICES, help="bits/n, communication rounds or wall time")
-    p.add_argument("--bits", default="paper", choices=("paper", "wire"),
-                   help="bits/n convention: paper (32 bits/coordinate, no initialisation) or wire")
+    p.add_argument("--bits", default="paper", choices=CONVENTIONS,
+                   help="bits/n convention: paper (32 bits/coordinate, no initialisation), wire, or total (wire uplink + downlink)")
     p.add_argument("--title", help="title over the whole figure")
     p.add_argument("--panels-by", default="dataset", choices=PANEL_CHOICES,
                    help="one panel per data set (default), per stepsize multiplier, or a single panel")
