@@ -19,7 +19,7 @@ import pytest
 import scipy.sparse as sp
 from helpers import deficient_shards, mpi_command, write_deficient, write_exact_libsvm
 
-from ef21_mpi.core import problems
+from ef21_mpi.core import problems, spectrum
 from ef21_mpi.core.data import shard
 from ef21_mpi.core.datasets import load
 from ef21_mpi.core.problems import LeastSquaresShards, least_squares_optimum, smoothness_constants
@@ -157,6 +157,19 @@ def test_logs_keep_their_numbers_where_mu_was_defined(eigensolver, monkeypatch):
             x_star = np.linalg.solve((Wn.T @ Wn).toarray() + lam * np.eye(W.shape[1]), rhs)
             assert c.f_star == LeastSquaresShards(sparse_shards, lam).loss(x_star)
         assert c.mu == pytest.approx(dense_reference(shards, lam)["mu"], rel=1e-9)
+
+
+def test_lam_zero_when_lanczos_cannot_find_the_positive_eigenvalue(monkeypatch):
+    """Full-rank data still get lambda_min as before; rank-deficient data get the error, not a wrong mu."""
+    monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 0)
+    monkeypatch.setattr(spectrum, "MAX_PASSES", 0)
+    full = [(sp.csr_matrix(A), y) for A, y in random_shards([30, 40, 50], 26, seed=6)]
+    W = sp.vstack([A * np.sqrt(1.0 / (3 * A.shape[0])) for A, _ in full], format="csr")
+    c = smoothness_constants("least-squares", full, 0.0)
+    assert c.mu == problems._extreme_eig(W, "SA") and c.mu_kind == problems.MU_STRONG
+    deficient = [(sp.csr_matrix(A), y) for A, y in deficient_shards([23, 31, 40], seed=5)]
+    with pytest.raises(ValueError, match="did not separate the smallest positive eigenvalue"):
+        smoothness_constants("least-squares", deficient, 0.0)
 
 
 # --- runs ------------------------------------------------------------------------------------------------

@@ -273,17 +273,28 @@ def _bottom_of_spectrum(W: sp.csr_matrix, lam: float | None) -> tuple[float, flo
         if not want_positive:
             return float(eigs[0]), None
         return float(eigs[0]), spectrum.positive_of(eigs, spectrum.zero_tolerance(W)).value
-    found = spectrum.smallest_positive_eig(W, DENSE_EIG_MAX_D) if want_positive else None
-    if not want_min and found.singular:
+    found = failure = None
+    if want_positive:
+        try:
+            found = spectrum.smallest_positive_eig(W, DENSE_EIG_MAX_D)
+        except ValueError as err:  # needed only if lambda_min is not certainly positive
+            failure = err
+    if not want_min and found is not None and found.singular:
         return 0.0, found.value
     try:
         low = _extreme_eig(W, "SA")
     except ArpackNoConvergence:
+        if failure is not None:
+            raise failure from None
         found = found or spectrum.smallest_positive_eig(W, DENSE_EIG_MAX_D)
         return (0.0 if found.singular else found.value), found.value if want_positive else None
-    if found is None:
+    if not want_positive:
         return low, None
-    return low, low if low > found.tolerance else found.value
+    if low > spectrum.zero_tolerance(W):
+        return low, low
+    if failure is not None:
+        raise failure
+    return low, found.value
 
 
 def constants_from_curvature(problem: str, eigs: dict, lam: float, f_star: float | None = None) -> Constants:

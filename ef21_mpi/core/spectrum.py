@@ -3,7 +3,7 @@ positive one (the PL constant of least squares at ``lam = 0``, SPEC 1.2).
 
 Zero or not is decided against a bound on the rounding error of the computation (`zero_tolerance`), not by a guess:
 every dot product that forms ``W^T W`` (or applies it as ``W^T (W v)``) has at most ``rows + columns`` terms and the
-symmetric eigensolver adds a backward error of a few ``eps ||W^T W||``, so a computed eigenvalue whose exact value is 0
+symmetric eigensolver adds a backward error of ``eps ||W^T W||`` times a modest function of the size, so a computed eigenvalue whose exact value is 0
 is at most ``eps (rows + columns) ||W||_F^2`` in size. Above that the eigenvalue is certainly positive; below it this
 computation cannot tell it from zero. (numpy's ``matrix_rank`` uses ``eps d lambda_max``, which leaves out the error
 of forming the Gram matrix: on a9a, n = 20, the most negative computed zero eigenvalue is already 0.6 times that.)
@@ -38,8 +38,8 @@ class PositiveEig(NamedTuple):
 
 def nonzero_part(W: sp.spmatrix) -> sp.csr_matrix:
     """``W`` without its all-zero rows and columns: ``W^T W`` loses only zero eigenvalues (and ``W W^T`` too)."""
-    W = sp.csr_matrix(W)
-    W.eliminate_zeros()
+    W = sp.csr_matrix(W, copy=True)
+    W.eliminate_zeros()  # (on the copy: the caller's matrix keeps its stored zeros)
     rows = np.flatnonzero(np.diff(W.indptr))
     cols = np.flatnonzero(np.bincount(W.indices, minlength=W.shape[1]))
     return W[rows][:, cols]
@@ -84,12 +84,14 @@ def _lanczos_positive(S: sp.csr_matrix, tolerance: float) -> tuple[float, int]:
     """Lanczos (ARPACK) for the smallest eigenvalues of ``S^T S``, deflating the null space as it shows up.
 
     Lanczos finds the bottom of the spectrum even from a rounding-sized component, so a null space cannot be kept out
-    by starting in the range of ``S^T`` alone (that start only makes it show up late). Each pass asks for the few
-    smallest eigenpairs; the eigenvectors found with eigenvalue ``<= tolerance`` are null vectors, and the next pass
-    works on ``S^T S + s Y Y^T`` with ``Y`` those vectors and ``s = ||S||_F^2 >= lambda_max``, which moves them to the
-    top of the spectrum and leaves the others as they were. When a pass finds no null vector, its smallest Ritz value
-    is the answer; it is returned as the Rayleigh quotient ``||S u||^2`` of its Ritz vector ``u`` with ``Y`` projected
-    out, an eigenvalue estimate of ``S^T S`` itself, with the number of null vectors deflated.
+    by starting in the range of ``S^T`` (a random combination of its rows, so that every positive eigenvector is in
+    the start); that start only makes it show up late. Each pass asks for the ``block`` smallest converged Ritz pairs.
+    If one of them is above ``tolerance``, the smallest such is the answer: the Krylov space holds the bottom of the
+    positive spectrum before anything above it. If all are at or below it, they are null vectors: the next pass works
+    on ``S^T S + Y Y^T`` (``S`` scaled to ``||S||_F = 1 >= lambda_max``) with ``Y`` the null vectors found so far,
+    which moves them to the top of the spectrum and leaves the rest as it was, and asks for more pairs. The answer
+    is the Rayleigh quotient ``||S u||^2`` of its Ritz vector ``u`` with ``Y`` projected out, an eigenvalue estimate of
+    ``S^T S`` itself, returned with the number of null vectors deflated.
     """
     size = S.shape[1]
     scale = float(np.sum(S.data**2))  # ||S||_F^2 >= lambda_max
