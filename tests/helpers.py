@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -174,3 +175,25 @@ def write_pm1_libsvm(path, N=120, d=8, seed=0):
             f.write(("1" if rng.random() < 0.5 else "-1") + " "
                     + " ".join(f"{j + 1}:{rng.normal():.4f}" for j in idx) + "\n")
     return path
+
+
+def deficient_shards(rows: list[int], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shards of a 41-column matrix of rank 30: duplicated, zero, combined and scaled columns (SPEC 1.2's case)."""
+    rng = np.random.default_rng(seed)
+    N = sum(rows)
+    base = np.where(rng.random((N, 30)) < 0.4, rng.integers(-8, 9, size=(N, 30)) * 0.25, 0.0)
+    A = np.hstack([base, base[:, :5], np.zeros((N, 4)), base[:, [6]] + 2.0 * base[:, [7]], 3.0 * base[:, [8]]])
+    A = A[:, rng.permutation(A.shape[1])]
+    y = np.where(rng.random(N) < 0.5, -1.0, 1.0)
+    bounds = np.cumsum([0, *rows])
+    return [(A[lo:hi], y[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+
+
+def write_deficient(path: Path, rows: list[int], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`deficient_shards` as a LibSVM file (0/1 labels); the shards as the package reads them (d = last column used)."""
+    shards = deficient_shards(rows, seed)
+    A, y = np.vstack([A for A, _ in shards]), np.concatenate([y for _, y in shards])
+    d = int(np.flatnonzero(np.abs(A).sum(axis=0))[-1]) + 1
+    lines = [f"{int(y[j] > 0)} " + " ".join(f"{c + 1}:{A[j, c]}" for c in np.flatnonzero(A[j])) for j in range(len(y))]
+    path.write_text("\n".join(lines) + "\n")
+    return [(B[:, :d], t) for B, t in shards]

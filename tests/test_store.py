@@ -9,7 +9,11 @@ import json
 import h5py
 import numpy as np
 import pytest
-from helpers import VOLATILE, VOLATILE_ATTRS, ef21, read_file, write_exact_libsvm
+import scipy.sparse as sp
+from helpers import VOLATILE, VOLATILE_ATTRS, ef21, read_file, write_deficient, write_exact_libsvm
+
+from ef21_mpi.core.problems import curvature
+from ef21_mpi.runtime import store as shard_store
 
 STORE_ATTRS = VOLATILE_ATTRS | {"shard_store", "config"}  # config is compared below, --dataset aside
 
@@ -83,6 +87,32 @@ def test_serial_run_on_the_store_equals_the_run_on_the_file(problem, source, tmp
     b = ef21([*args, "--dataset", str(store), "--out", str(tmp_path / "b.h5")])
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     assert_same_run(tmp_path / "a.h5", tmp_path / "b.h5")
+
+
+def test_least_squares_store_keeps_both_ends_of_the_bottom_of_the_spectrum(tmp_path):
+    """lambda_min (for lam > 0) and the smallest positive eigenvalue (for lam = 0), as a run computes them; a run at
+    lam = 0 on the store equals the run on the file; a store written before lam = 0 was PL still reads."""
+    shards = write_deficient(tmp_path / "def.svm", [15, 15, 17], seed=3)
+    store = prepare(tmp_path / "def.svm", tmp_path / "s.h5", 3, "--problem", "least-squares")
+    W = np.vstack([A / np.sqrt(3 * A.shape[0]) for A, _ in shards])
+    sigma = np.linalg.svd(W, compute_uv=False)
+    rank = int(np.sum(sigma > sigma[0] * max(W.shape) * np.finfo(np.float64).eps))
+    assert rank < W.shape[1]
+    with h5py.File(store, "r") as f:
+        assert f.attrs["eig_min_positive"] == pytest.approx(sigma[rank - 1] ** 2, rel=1e-10)
+        assert abs(f.attrs["eig_min"]) < 1e-12 * f.attrs["eig"]
+        for lam, key in ((0.0, "eig_min_positive"), (0.1, "eig_min")):  # what a run at that lam computes
+            computed = curvature("least-squares", [(sp.csr_matrix(A), y) for A, y in shards], lam)[key]
+            assert f.attrs[key] == computed
+    args = [*RUN, "--problem", "least-squares", "--lam", "0", "--backend", "serial", "--workers", "3"]
+    a = ef21([*args, "--dataset", str(tmp_path / "def.svm"), "--out", str(tmp_path / "a.h5")])
+    b = ef21([*args, "--dataset", str(store), "--out", str(tmp_path / "b.h5")])
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert_same_run(tmp_path / "a.h5", tmp_path / "b.h5")
+    assert read_file(tmp_path / "b.h5")[1]["mu_kind"] == "PL: smallest positive eigenvalue"
+    with h5py.File(store, "r+") as f:
+        del f.attrs["eig_min_positive"]
+    assert shard_store.info(str(store)).eigs["eig_min_positive"] is None
 
 
 @pytest.mark.mpi

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import write_exact_libsvm
+from helpers import write_deficient, write_exact_libsvm
 
 from ef21_mpi.analysis.theory import format_report, theory_report
 from ef21_mpi.analysis.theory_figure import plot_theory
@@ -141,6 +141,60 @@ def test_theorem3_holds_for_least_squares_at_the_theoretical_stepsize(dataset, k
     assert r["violation"] is False
 
 
+def pl_reference(shards: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """(mu, f*) at lam = 0 from the dense stacked matrix: the smallest squared singular value above numpy's rank
+    threshold, and the loss at the minimum-norm least-squares solution."""
+    n = len(shards)
+    W = np.vstack([A / math.sqrt(n * len(y)) for A, y in shards])
+    z = np.concatenate([y / math.sqrt(n * len(y)) for A, y in shards])
+    sigma = np.linalg.svd(W, compute_uv=False)
+    rank = int(np.sum(sigma > sigma[0] * max(W.shape) * np.finfo(np.float64).eps))
+    assert rank < W.shape[1]  # rank deficient: lambda_min = 0, not strongly convex
+    x = np.linalg.lstsq(W, z, rcond=None)[0]
+    return float(sigma[rank - 1] ** 2), float(np.mean([np.sum((A @ x - y) ** 2) / (2 * len(y)) for A, y in shards]))
+
+
+@pytest.mark.parametrize("dataset", ["fixture", "phishing"])
+def test_theorem3_holds_at_lam_zero_with_the_smallest_positive_eigenvalue(dataset, tmp_path, request):
+    if dataset == "fixture":  # 41 columns of rank 30 (duplicated, zero, combined columns), 3 workers
+        shards = write_deficient(tmp_path / "small.svm", [20, 20, 21], seed=8)
+        source, k, extra = str(tmp_path / "small.svm"), 2, ["--workers", "3"]
+    else:  # 68 columns of rank 39, 20 workers
+        from ef21_mpi.core.data import shard
+        from ef21_mpi.core.datasets import load
+
+        data_dir = request.getfixturevalue("real_dir")
+        shards = [(A.toarray(), y) for A, y in shard(load("phishing", data_dir), 20)]
+        source, k, extra = "phishing", 1, ["--workers", "20", "--data-dir", str(data_dir)]
+    mu, f_star = pl_reference(shards)
+    log = run(tmp_path / "lam0.h5", source, "--problem", "least-squares", "--lam", "0", "--algorithm", "ef21",
+              "--k", str(k), "--rounds", "300", *extra)
+    data, attrs = columns(log)
+    out = ef21(["theory", "--json", str(log)])
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)[0]
+    t3, c = r["theorem3"], r["constants"]
+    assert r["theorem"] == 3 and r["applicable"] and r["guarantee"] == "every run"
+    assert c["mu_kind"] == "PL: smallest positive eigenvalue" and c["consistent"] and c["gamma_within_theory"]
+    assert t3["mu"] == pytest.approx(mu, rel=1e-9) and t3["f_star"] == pytest.approx(f_star, rel=1e-12)
+    # SPEC 5's Theorem 3 stepsize with that mu, and the bound from the raw columns
+    alpha = k / attrs["d"]
+    theta = theta_of(alpha)
+    beta = (1 - alpha) / theta
+    gamma = min(1.0 / (attrs["L"] + attrs["L_tilde"] * math.sqrt(2 * beta / theta)), theta / (2 * mu))
+    assert attrs["gamma"] == pytest.approx(gamma, rel=1e-9) and t3["hypothesis"]
+    psi = data["loss"] - f_star + attrs["gamma"] / theta * data["distortion"]
+    bound = (1.0 - attrs["gamma"] * mu) ** data["round"] * psi[0]
+    assert t3["psi0"] == pytest.approx(psi[0], rel=1e-12) and t3["psi_last"] == pytest.approx(psi[-1], rel=1e-9)
+    assert t3["bound_last"] == pytest.approx(bound[-1], rel=1e-9)
+    assert (psi[1:] < bound[1:]).all() and (psi[1:] < (1.0 - attrs["gamma"] * mu) * psi[:-1]).all()
+    assert t3["rate_predicted"] == pytest.approx(1.0 - attrs["gamma"] * mu, rel=1e-15)
+    assert t3["holds"] and t3["per_step"]["holds"] and t3["f_star_is_min"] and t3["rate_within_prediction"]
+    assert r["violation"] is False
+    text = ef21(["theory", str(log)]).stdout
+    assert "(PL: smallest positive eigenvalue)" in text and "bound: holds at every logged row" in text
+
+
 # --- violations are reported -------------------------------------------------------------------------
 
 
@@ -228,7 +282,8 @@ def test_synthetic_theorem3_violation_at_a_known_round(tmp_path):
 
 
 def test_a_non_positive_mu_is_not_pl(tmp_path):
-    # what `run --problem least-squares --lam 0` on rank-deficient data logs: mu = -3e-15, gamma = theta/(2 mu) < 0
+    # what `run --problem least-squares --lam 0` on rank-deficient data logged before mu became the PL constant there:
+    # mu = -3e-15, gamma = theta/(2 mu) < 0
     attrs = {**GD_ATTRS, "problem": "least-squares", "gamma": -1e12, "gamma_theory": -1e12, "mu": -3e-15,
              "f_star": 0.25}
     log = write_synthetic_log(tmp_path / "mu.h5", attrs, grad_norm_sq=np.ones(3), loss=[1.0, 2.0, 3.0])

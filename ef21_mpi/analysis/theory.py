@@ -1,7 +1,9 @@
 """Theorems 2 and 3 of the paper held against a run log (SPEC 5, 7): pure functions, the log is only read.
 
 - Theorem 2 (non-convex, eq. (16)): ``(1/T) sum_{t<T} ||grad f(x^t)||^2 <= 2 (f(x^0) - f_inf)/(gamma T) + G^0/(theta T)``.
-- Theorem 3 (PL, eq. (18)): ``Psi^T <= (1 - gamma mu)^T Psi^0`` with ``Psi^t = f(x^t) - f* + (gamma/theta) G^t``.
+- Theorem 3 (PL, eq. (18)): ``Psi^T <= (1 - gamma mu)^T Psi^0`` with ``Psi^t = f(x^t) - f* + (gamma/theta) G^t``;
+  ``mu`` is the logged one: ``lambda_min + lam``, or at ``lam = 0`` on rank-deficient data the PL constant, the
+  smallest positive eigenvalue of the mean Hessian (the log's ``mu_kind`` says which; SPEC 1.2).
 
 Both proofs go through one inequality per round which, with full gradients and a deterministic compressor
 (top-k, identity), holds at every round of every run, not only in expectation. The report checks it too, as the
@@ -85,6 +87,7 @@ def constants(attrs: dict) -> dict:
     recomputed = gamma_theorem3(alpha, L, L_tilde, mu) if mu is not None else gamma_theorem2(alpha, L, L_tilde)
     return {
         "alpha": alpha, "theta": theta, "beta": beta, "L": L, "L_tilde": L_tilde, "mu": mu,
+        "mu_kind": str(attrs["mu_kind"]) if "mu_kind" in attrs else None,  # logs before lam = 0 was PL have none
         "f_star": float(attrs["f_star"]) if "f_star" in attrs else None,
         "gamma": gamma, "gamma_theory": logged_theory, "multiplier": gamma / logged_theory,
         "gamma_within_theory": 0 < gamma <= logged_theory * (1.0 + GAMMA_SLACK),
@@ -302,7 +305,8 @@ def format_report(r: dict) -> str:
         (f"  run          {r['algorithm']}, {r['compressor']} (k = {r['k']}), {r['problem']} on {r['dataset']}, "
          f"n = {r['n_workers']}, rounds 0..{r['last_round']} ({r['rows']} rows, {logged}), status {r['status']}"),
         f"  constants    alpha = {c['alpha']:.6g}  theta = {c['theta']:.6g}  beta = {c['beta']:.6g}",
-        f"               L = {c['L']:.10g}  L~ = {c['L_tilde']:.10g}  mu = {_g(c['mu'], '.10g')}",
+        (f"               L = {c['L']:.10g}  L~ = {c['L_tilde']:.10g}  mu = {_g(c['mu'], '.10g')}"
+         + (f" ({c['mu_kind']})" if c["mu_kind"] else "")),
         (f"  stepsize     gamma = {c['gamma']:.10g} = {c['multiplier']:.4g} x gamma_theory ({c['gamma_theory']:.10g}); "
          f"gamma <= gamma_theory: {_yes(c['gamma_within_theory'])}"),
     ]

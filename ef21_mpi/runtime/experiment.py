@@ -162,9 +162,8 @@ def _build(cfg: RunConfig, n_workers: int, need_shards: bool) -> Experiment:
                 constants = smoothness_constants(cfg.problem, shards, cfg.lam)
         except (np.linalg.LinAlgError, ZeroDivisionError, OverflowError, FloatingPointError) as err:
             raise InputError(too_large(dataset, cfg, f"{type(err).__name__}: {err}")) from None
-    if constants.mu is not None and cfg.stepsize is None and not constants.mu > 1e-12 * constants.L:
-        raise InputError(f"--problem least-squares: f is not strongly convex on {dataset.name} with --lam {cfg.lam} "
-                         f"(mu = {constants.mu:.3g}), so Theorem 3's stepsize is undefined; pass --lam > 0 or --stepsize")
+    if constants.mu is not None and cfg.stepsize is None:
+        check_mu(constants, cfg, dataset.path)
     method_class = plugins.resolve_method(cfg.algorithm)
     compressor = make_compressor(cfg, method_class, dataset.d)
     try:
@@ -188,6 +187,18 @@ def _build(cfg: RunConfig, n_workers: int, need_shards: bool) -> Experiment:
                      sizes, shard_store)
     exp.method()  # an option that only the data can refute (round(p n) = 0, --down-k > d) fails here
     return exp
+
+
+def check_mu(constants: Constants, cfg: RunConfig, where: str) -> None:
+    """Theorem 3's stepsize needs ``mu > 0``: at ``lam = 0`` the PL constant is 0 only when every feature value is 0
+    (f is then constant); at ``lam > 0``, ``lambda_min + lam`` must stand clear of the eigensolver's rounding."""
+    if cfg.lam == 0 and not constants.mu > 0:
+        raise InputError(f"--problem least-squares --lam 0: every feature value in {where} is zero, so f is constant "
+                         f"and Theorem 3's stepsize is undefined (mu = 0)")
+    if cfg.lam > 0 and not constants.mu > 1e-12 * constants.L:
+        raise InputError(f"--problem least-squares: mu = lambda_min + lam = {constants.mu:.3g} on {where} with --lam "
+                         f"{cfg.lam} is within rounding of 0 (at most 1e-12 L), so Theorem 3's stepsize is undefined; "
+                         f"pass a larger --lam, --lam 0 (f is PL) or --stepsize")
 
 
 def make_compressor(cfg: RunConfig, method_class: type[Method], d: int) -> Compressor:
@@ -254,6 +265,7 @@ def log_attributes(exp: Experiment, backend: str, mpi_library: str, world_size: 
     }
     if c.mu is not None:
         attrs["mu"] = c.mu
+        attrs["mu_kind"] = c.mu_kind
         attrs["f_star"] = c.f_star
     if cfg.batch_size is not None:
         attrs["batch_size"] = cfg.batch_size

@@ -61,7 +61,7 @@ IDENTITY_ATTRS = ("algorithm",)  # what a reader asks of a file before calling i
 ATTR_KINDS = {
     **dict.fromkeys(("algorithm", "compressor", "problem", "dataset", "dataset_path", "dataset_sha256", "init", "x0",
                      "backend", "mpi_library", "package_version", "command_line", "status", "config",
-                     "resume_history"), "text"),
+                     "resume_history", "mu_kind"), "text"),
     **dict.fromkeys(("k", "N", "d", "n_workers", "seed", "rounds_requested", "log_every", "world_size", "rows",
                      "rounds_done", "batch_size"), "int"),
     **dict.fromkeys(("alpha", "theta", "beta", "gamma", "gamma_theory", "stepsize_multiplier", "lam", "L", "L_tilde",

@@ -4,9 +4,10 @@
 sequential shards every run would cut (`core.data.shard_bounds`), and writes per shard its CSR arrays
 (``indptr`` int64, ``indices`` int32, ``data`` float64) and labels, each shard with the sha256 of its
 arrays' bytes; the file records the source's sha256, name, path and shape. It also keeps `core.problems.curvature`
-for the problem it was prepared for (the eigenvalues behind ``L_i``, ``L``, ``L~``, computed exactly as a run
-computes them), so rank 0 derives the constants for any ``--lam`` without reading a shard; a run of another
-problem reads every shard on rank 0 and computes them (least squares also needs ``f*``, a solve over all data).
+for the problem it was prepared for (the eigenvalues behind ``L_i``, ``L``, ``L~`` and, for least squares, ``mu`` at
+``lam > 0`` and at ``lam = 0``, computed exactly as a run computes them), so rank 0 derives the constants for any
+``--lam`` without reading a shard; a run of another problem reads every shard on rank 0 and computes them (least
+squares also needs ``f*``, a solve over all data).
 Under MPI each worker rank then reads only its own shards, all ranks in parallel (`read_shard`), and checks
 their digests; a run on the store is bit-identical to one on the LibSVM file.
 """
@@ -77,7 +78,8 @@ def prepare(dataset: str, data_dir: str | None, n: int, problem: str, out: Path)
         f.attrs.update({"format": FORMAT, "version": VERSION, "name": ds.name, "source_path": ds.path,
                         "source_sha256": ds.sha256, "N": ds.N, "d": ds.d, "n_workers": n, "problem": problem,
                         "eig_i": eigs["eig_i"], "eig": eigs["eig"],
-                        "eig_min": np.nan if eigs["eig_min"] is None else eigs["eig_min"],
+                        **{key: np.nan if eigs.get(key) is None else eigs[key]
+                           for key in ("eig_min", "eig_min_positive")},
                         "shard_sizes": np.array([hi - lo for lo, hi in bounds], dtype=np.int64)})
         for i, (A, y) in enumerate(shards):
             g = f.create_group(f"shard/{i}")
@@ -97,9 +99,10 @@ def info(path: str) -> StoreInfo:
     if a.get("format") != FORMAT or a.get("version") != VERSION:
         raise ValueError(f"{path}: not an ef21-mpi shard store of version {VERSION}; write one with "
                          f"'ef21-mpi data prepare'")
-    eig_min = float(a["eig_min"])
-    eigs = {"eig_i": np.asarray(a["eig_i"], dtype=np.float64), "eig": float(a["eig"]),
-            "eig_min": None if np.isnan(eig_min) else eig_min}
+    eigs = {"eig_i": np.asarray(a["eig_i"], dtype=np.float64), "eig": float(a["eig"])}
+    for key in ("eig_min", "eig_min_positive"):  # (a store written before lam = 0 was PL has no eig_min_positive)
+        value = float(a.get(key, np.nan))
+        eigs[key] = None if np.isnan(value) else value
     return StoreInfo(path, str(a["name"]), str(a["source_path"]), str(a["source_sha256"]), int(a["N"]), int(a["d"]),
                      int(a["n_workers"]), np.asarray(a["shard_sizes"], dtype=np.int64), str(a["problem"]), eigs)
 
