@@ -348,3 +348,34 @@ def test_a_pooled_sweep_writes_the_logs_of_a_subprocess_sweep(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "1 failed" in captured.out
     assert "syn__ef21__top-20__x1__workers-3.h5 failed: --k 20 is out of range for this data set" in captured.err
+
+
+def test_a_killed_pool_worker_is_a_failed_run_not_a_crash(tmp_path, capsys):
+    """SIGKILL to the pool's worker processes: the sweep reports its runs failed (exit 1) and a rerun resumes."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    data = tmp_path / "syn.svm"
+    write_libsvm(data)
+    argv = ["sweep", "--out-dir", str(tmp_path / "runs"), "--pool", "--jobs", "1", "--datasets", str(data),
+            "--algorithms", "ef21", "--seeds", "0,1,2", "--rounds", "200000", "--workers", "3", "--log-every", "1000"]
+
+    def kill_workers():
+        for _ in range(300):
+            found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "spawn_main"], capture_output=True,
+                                   text=True, check=False)
+            children = [int(pid) for pid in found.stdout.split()]
+            if children and (tmp_path / "runs" / "syn__ef21__top-1__x1__workers-3__seed-0.h5").exists():
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+                return
+            threading.Event().wait(0.1)
+
+    killer = threading.Thread(target=kill_workers)
+    killer.start()
+    assert main(argv) == 1
+    killer.join()
+    captured = capsys.readouterr()
+    assert "the pool's worker process died" in captured.err and "Traceback" not in captured.err

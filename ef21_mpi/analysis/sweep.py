@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -176,8 +177,13 @@ def run_sweep(configs: list[Config], out_dir: Path, *, jobs: int | None = None, 
         executor = ThreadPoolExecutor(max_workers=jobs)
         futures = [executor.submit(run_config, c, out_dir, data_dir, launcher) for c in todo]
     try:
+        configs_of = dict(zip(futures, todo, strict=True))
         for future in as_completed(futures):
-            results.append(future.result())
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:  # a pool worker was killed (signal, out of memory): its runs failed
+                results.append(Result(configs_of[future], "failed", 0.0, "the pool's worker process died "
+                                      "(killed, or out of memory); run the sweep again to resume"))
             elapsed = time.monotonic() - started
             print(f"[{len(results)}/{total}] {describe(results[-1])}  (sweep {elapsed:.0f} s)", file=out, flush=True)
     except KeyboardInterrupt:
