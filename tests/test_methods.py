@@ -176,3 +176,18 @@ def test_message_spec_counts_values_indices_and_flag():
     assert MessageSpec(3, True, True).nbytes == 3 * (8 + 4) + 1
     assert MessageSpec(5, False).nbytes == 5 * 8
     assert MessageSpec(0, True).nbytes == 0
+
+
+def test_row_norms_sq_is_each_rows_own_dot_product():
+    """``||V[j]||^2`` per row (EF21+'s choice and the distortion) has the bits of ``float(v @ v)`` row by row, for
+    contiguous rows and for rows of a wider array (the monitoring rows), at lengths around the SIMD widths."""
+    from ef21_mpi.core.methods.base import row_norms_sq
+
+    rng = np.random.default_rng(21)
+    for d in (1, 3, 8, 11, 16, 17, 33, 123, 1000):
+        V = rng.standard_normal((7, d)) * 10.0 ** rng.integers(-8, 8, size=(7, 1))
+        wide = np.zeros((7, d + 2))
+        wide[:, :d] = V
+        expected = np.array([float(v @ v) for v in V])
+        assert row_norms_sq(V).tobytes() == expected.tobytes()
+        assert row_norms_sq(wide[:, :d]).tobytes() == expected.tobytes()

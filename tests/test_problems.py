@@ -148,6 +148,36 @@ def test_logistic_grad_does_not_alias_between_calls() -> None:
     np.testing.assert_array_equal(shard.grad(x), g1_copy)
 
 
+def test_logistic_row_losses_bit_for_bit_with_the_scalar_formula() -> None:
+    """The per-row losses take min(m, 0) against an array of zeros (numpy's vector loop); every value, the
+    special ones included, must be the bits of log1p(exp(-|m|)) - min(m, 0) with the scalar 0."""
+    rng = np.random.default_rng(31)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-310, -1e-310, 745.0, -745.0, 1e300, -1e300])
+    margins = np.concatenate([special, rng.standard_normal(1000) * 10, rng.standard_normal(37) * 1e3])
+    shard = LogisticShards([(random_csr(rng, len(margins), 4), random_labels(rng, len(margins)))], LAM)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.log1p(np.exp(-np.abs(margins))) - np.minimum(margins, 0.0)
+        got = shard._row_losses(margins)
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_group_gradients_into_a_buffer_are_the_gradients() -> None:
+    """``losses_and_grads(x, out=buf)`` writes the gradients into ``buf`` (the same bits as a fresh array), and
+    the next evaluation at another x does not change the arrays an earlier call returned."""
+    rng = np.random.default_rng(32)
+    blocks = [(random_csr(rng, n_rows, 6), random_labels(rng, n_rows)) for n_rows in (4, 9, 1)]
+    for cls in (LogisticShards, LeastSquaresShards):
+        group = cls(blocks, LAM)
+        x, other = rng.standard_normal(6), rng.standard_normal(6)
+        losses, grads = group.losses_and_grads(x)
+        kept = (losses.copy(), grads.copy())
+        buf = np.full((3, 6), np.nan)
+        losses_buf, into = group.losses_and_grads(x, out=buf)
+        assert into is buf and buf.tobytes() == grads.tobytes() and losses_buf.tobytes() == losses.tobytes()
+        group.losses_and_grads(other)
+        assert losses.tobytes() == kept[0].tobytes() and grads.tobytes() == kept[1].tobytes()
+
+
 @pytest.mark.parametrize("lam", [0.0, LAM])
 def test_logistic_huge_margins_hand_made(lam: float) -> None:
     # Rows chosen so the label-scaled margins are +1000, -1000, -1000, -2000.

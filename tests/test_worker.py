@@ -7,13 +7,17 @@ sizes that are not multiples of the SIMD width), and each worker's gradient agai
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ef21_mpi.core.compressors import RandK, TopK
-from ef21_mpi.core.methods import make_method
-from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards, stacked_transpose
+from ef21_mpi.core.compressors import Dithering, Natural, RandK, RandKUnbiased, TopK
+from ef21_mpi.core.methods import EF, make_method
+from ef21_mpi.core.methods.base import subtract_messages
+from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards, matvec_into, row_block, stacked_transpose
+from ef21_mpi.runtime import worker as worker_module
 from ef21_mpi.runtime.worker import WorkerGroup
 
 LAM = 0.1
@@ -140,3 +144,98 @@ def test_a_wide_group_uses_the_csc_form_and_agrees_with_lone_workers():
         alone_losses, alone_grads = LogisticShards([block], LAM).losses_and_grads(x)
         assert alone_losses[0] == losses[i]
         np.testing.assert_array_equal(alone_grads[0], grads[i])
+
+
+# --- blocks of workers: one group taken block after block computes what one block does ---------------------
+
+
+class RebindingEF(EF):
+    """Classic EF written the way a plug-in may write it: every step replaces ``state.e`` by a new array."""
+
+    name = "rebinding-ef"
+
+    def worker_step(self, state, grads, t):
+        state.e = state.e + self.gamma * grads
+        msgs = self.compress(state.e, state)
+        e = state.e.copy()
+        subtract_messages(e, msgs)
+        state.e = e
+        return msgs
+
+
+def drive(group: WorkerGroup, method, x0: np.ndarray, rounds: int, d: int) -> list:
+    """The master's side of ``rounds`` rounds over one group; everything the group sent and logged."""
+    master = method.init_master(x0)
+    seen = []
+    for t in range(rounds):
+        x = master.x if t == 0 else method.next_x(master)
+        monitors = np.full((group.m, d + 2), -1.0) if t % 2 == 0 else None
+        msgs = group.round(np.ascontiguousarray(method.downlink(master, t)).view(np.uint8).copy(), t, monitors)
+        method.master_step(master, msgs, t)
+        seen.append((msgs, None if monitors is None else monitors.copy(), x.copy()))
+    return seen
+
+
+BLOCK_CASES = [("ef21", TopK(1, 11), {}), ("ef21", TopK(3, 11), {}), ("ef21", RandK(2, 11), {}),
+               ("ef21", Natural(11), {}), ("ef21", Dithering(3, 11), {}), ("ef21-plus", TopK(2, 11), {}),
+               ("ef", TopK(1, 11), {}), ("gd", TopK(1, 11), {}), ("dcgd", RandKUnbiased(3, 11), {}),
+               ("ef21-pp", TopK(1, 11), {"participation": 0.5}), ("ef21-hb", TopK(2, 11), {"momentum": 0.5}),
+               ("ef21-bc", TopK(1, 11), {"down_compressor": "top-k", "down_k": 2}), (RebindingEF, TopK(2, 11), {})]
+
+
+@pytest.mark.parametrize("algorithm,compressor,options", BLOCK_CASES,
+                         ids=[f"{a if isinstance(a, str) else a.name}-{type(c).__name__}" for a, c, _ in BLOCK_CASES])
+@pytest.mark.parametrize("problem", [LogisticShards, LeastSquaresShards])
+def test_a_group_taken_in_blocks_equals_one_block_bit_for_bit(algorithm, compressor, options, problem, monkeypatch):
+    """Messages, monitoring rows, iterates, states and generators after 7 rounds: blocks of 3 workers (the last
+    of 2, one worker empty) == the whole group at once, for every method, including one that replaces its state
+    arrays instead of updating them (the block's rows must be written back)."""
+    sizes = [7, 13, 5, 29, 8, 0, 4, 11]
+    blocks, n, d = shards(sizes), len(sizes), 11
+    x0 = np.random.default_rng(12).standard_normal(d)
+    runs = {}
+    for label, entries in (("blocks", 3 * d), ("whole", 10**9)):
+        monkeypatch.setattr(worker_module, "BLOCK_ENTRIES", entries)
+        method = make_method(algorithm, compressor, 0.05, n, d, master_seed=3, **options)
+        group = WorkerGroup(method, problem(blocks, LAM), np.random.SeedSequence(5).spawn(n))
+        runs[label] = (group, drive(group, method, x0, 7, d))
+    (blocked, seen_blocked), (whole, seen_whole) = runs["blocks"], runs["whole"]
+    assert blocked.block == 3 and len(blocked._blocks()) == 3 and len(whole._blocks()) == 1
+    for (a, mon_a, x_a), (b, mon_b, x_b) in zip(seen_blocked, seen_whole):
+        np.testing.assert_array_equal(x_a, x_b)
+        for name in ("indices", "values", "flags", "payload"):
+            u, v = getattr(a, name), getattr(b, name)
+            assert (u is None) == (v is None)
+            if u is not None:
+                assert u.dtype == v.dtype
+                np.testing.assert_array_equal(u, v)
+        assert (mon_a is None) == (mon_b is None)
+        if mon_a is not None:
+            np.testing.assert_array_equal(mon_a, mon_b)
+    for f in fields(whole.state):
+        if f.name == "rngs":
+            assert [r.bit_generator.state for r in blocked.state.rngs] == [r.bit_generator.state for r in whole.state.rngs]
+        else:
+            np.testing.assert_array_equal(getattr(blocked.state, f.name), getattr(whole.state, f.name))
+
+
+def test_product_into_a_buffer_and_row_blocks_give_the_bits_of_the_product():
+    """`matvec_into` (scipy's kernel into our zeroed buffer) == ``M @ v``; a `row_block` of the stacked transpose
+    (CSR: its rows; CSC: its columns, row indices shifted) times its part of ``s`` == those rows of ``M_T @ s``."""
+    blocks = [A for A, _ in shards(sizes=[7, 0, 13, 1, 29, 8], d=11, seed=13)]
+    M = sp.vstack(blocks, format="csr")
+    bounds = np.concatenate([[0], np.cumsum([A.shape[0] for A in blocks])])
+    s = np.random.default_rng(14).standard_normal(M.shape[0]) * 1e3
+    out = np.full(M.shape[0], np.nan)
+    x = np.random.default_rng(15).standard_normal(11)
+    matvec_into(M, x, out)
+    assert out.tobytes() == (M @ x).tobytes()
+    for fmt in ("csr", "csc"):
+        MT = stacked_transpose(M, bounds, 11, fmt)
+        whole = MT @ s
+        for lo, hi in ((0, 2), (2, 5), (5, 6), (1, 4)):
+            block = row_block(MT, lo * 11, hi * 11, bounds[lo], bounds[hi])
+            assert block.format == fmt and block.shape[0] == (hi - lo) * 11
+            part = np.full(block.shape[0], np.nan)
+            matvec_into(block, s[bounds[lo]:bounds[hi]] if fmt == "csc" else s, part)
+            assert part.tobytes() == whole[lo * 11:hi * 11].tobytes()

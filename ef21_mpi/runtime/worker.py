@@ -8,7 +8,9 @@ computed exactly as for a lone worker, so the grouping never changes a number.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import fields
 
 import numpy as np
 
@@ -24,11 +26,19 @@ class WorkerFailed(Exception):
         self.who, self.detail = who, detail
 
 
+#: The group takes its workers in blocks of about this many gradient entries (512 kB of float64), one block at a
+#: time from the product A_i^T s_i to the messages, so that the block's arrays stay in a core's L2 cache.
+BLOCK_ENTRIES = 1 << 16
+
+
 class WorkerGroup:
     """Workers ``first .. first + m - 1``: their gradients at the broadcast ``x``, state updates and messages.
 
     On a logged round the group also fills its monitoring rows ``[grad_i(x), f_i(x), ||g_i - grad_i(x)||^2]``
     (the last NaN for methods without ``g_i``), which travel on a channel not counted as the method's traffic.
+    With full gradients the workers are taken in blocks (`BLOCK_ENTRIES`): each block is a group of its own, with
+    its rows of every state array as views, which changes no number (the rows never interact). A block's
+    gradients go into a buffer allocated once, which the method's step may overwrite (`Method.worker_step`).
     """
 
     def __init__(self, method: Method, shards: ShardGroup, seeds: Sequence[np.random.SeedSequence],
@@ -38,6 +48,11 @@ class WorkerGroup:
         self.batch_size = batch_size if method.minibatch else None
         self.first = first
         self.state: Workers = method.init_workers([np.random.default_rng(s) for s in seeds])
+        self.block = max(1, BLOCK_ENTRIES // max(shards.d, 1))
+        self._grads = np.empty((min(self.block, self.m), shards.d))  # one block's gradients, reused block after block
+        self._reg_rows = np.empty_like(self._grads)
+        self._views: list[tuple[int, int, Workers, dict]] = []
+        self._views_of: tuple = ()
 
     @property
     def m(self) -> int:
@@ -48,6 +63,32 @@ class WorkerGroup:
         last = self.first + self.m - 1
         return f"worker {self.first}" if self.m == 1 else f"workers {self.first}-{last}"
 
+    def _blocks(self) -> list[tuple[int, int, Workers, dict]]:
+        """``(lo, hi, state of workers lo .. hi - 1, its fields)``; the views are rebuilt if a field was replaced."""
+        m = self.m
+        if m <= self.block:
+            return [(0, m, self.state, {})]
+        names = [f.name for f in fields(self.state)]
+        values = [getattr(self.state, name) for name in names]
+        if not all(isinstance(v, (list, np.ndarray)) and len(v) == m for v in values):
+            return [(0, m, self.state, {})]  # a state that is not rows of workers: one block
+        if self._views_of != tuple(map(id, values)):
+            self._views = []
+            for lo in range(0, m, self.block):
+                hi = min(lo + self.block, m)
+                part = copy.copy(self.state)
+                for name, value in zip(names, values):
+                    setattr(part, name, value[lo:hi])
+                self._views.append((lo, hi, part, {name: getattr(part, name) for name in names}))
+            self._views_of = tuple(map(id, values))
+        return self._views
+
+    def _scratch(self, rows: int) -> np.ndarray:
+        """The gradient buffer's first ``rows`` rows (it grows for a group that runs as one block of more)."""
+        if len(self._grads) < rows:
+            self._grads = np.empty((rows, self._grads.shape[1]))
+        return self._grads[:rows]
+
     def _minibatch_rows(self, j: int) -> np.ndarray:
         # tau rows without replacement from worker j's stream, in increasing order; tau = N_i needs no draw.
         n_rows = self.shards.n_rows[j]
@@ -55,10 +96,10 @@ class WorkerGroup:
             return np.arange(n_rows)
         return np.sort(self.state.rngs[j].choice(n_rows, size=self.batch_size, replace=False))
 
-    def _gradients(self, x: np.ndarray, logged: bool,
-                   t: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _minibatch_gradients(self, x: np.ndarray, logged: bool,
+                             t: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """``(what the method step uses, full gradients, losses)``; the last two only on logged rounds."""
-        if self.batch_size is None or (t == 0 and self.method.full_gradient_init):
+        if t == 0 and self.method.full_gradient_init:
             losses, grads = self.shards.losses_and_grads(x, with_losses=logged)
             return grads, grads, losses
         rows = [self._minibatch_rows(j) for j in range(self.m)]
@@ -85,15 +126,55 @@ class WorkerGroup:
             raise WorkerFailed(self.label, t, f"{type(err).__name__}: {err}") from err
 
     def _round(self, x: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
-        d = x.shape[0]
-        used, full, losses = self._gradients(x, monitors is not None, t)
-        msgs = self.method.worker_step(self.state, used, t)
+        logged = monitors is not None
+        if self.batch_size is not None:
+            used, full, losses = self._minibatch_gradients(x, logged, t)
+            return self._step(self.state, used, full, losses, t, monitors)
+        s, losses = self.shards.row_pass(x, logged)
+        reg = self.shards.regulariser_grad(x)
+        blocks = self._blocks()
+        if len(blocks) > 1:  # added row by row without a broadcast
+            self._reg_rows[:] = reg
+            reg = self._reg_rows
+        msgs = None
+        for lo, hi, state, views in blocks:
+            grads = self.shards.grads_into(s, reg, lo, hi, self._scratch(hi - lo))
+            part = self._step(state, grads, grads, None if losses is None else losses[lo:hi], t,
+                              None if monitors is None else monitors[lo:hi])
+            for name, view in views.items():  # a step that replaced a field: its rows go back into the group's
+                if getattr(state, name) is not view:
+                    getattr(self.state, name)[lo:hi] = getattr(state, name)
+                    setattr(state, name, view)
+            if len(blocks) == 1:
+                return part
+            if msgs is None:
+                msgs = _allocate(part, self.m)
+            for name in ("indices", "values", "flags", "payload"):
+                if getattr(part, name) is not None:
+                    getattr(msgs, name)[lo:hi] = getattr(part, name)
+        return msgs
+
+    def _step(self, state: Workers, used: np.ndarray, full: np.ndarray | None, losses: np.ndarray | None, t: int,
+              monitors: np.ndarray | None) -> Messages:
+        """The method's step on ``used`` (which it may overwrite); the monitoring rows from ``full``, kept first."""
+        d = used.shape[1]
         if monitors is not None:
             monitors[:, :d] = full
             monitors[:, d] = losses
-            distortion = self.method.distortion(self.state, full)
+        msgs = self.method.worker_step(state, used, t)
+        if monitors is not None:
+            distortion = self.method.distortion(state, monitors[:, :d])
             monitors[:, d + 1] = np.nan if distortion is None else distortion
         return msgs
+
+
+def _allocate(part: Messages, m: int) -> Messages:
+    """Room for the messages of all ``m`` workers, shaped like one block's ``part``."""
+    def rows(name: str) -> np.ndarray | None:
+        a = getattr(part, name)
+        return None if a is None else np.empty((m, *a.shape[1:]), dtype=a.dtype)
+
+    return Messages(rows("indices"), rows("values"), rows("flags"), rows("payload"))
 
 
 def summarise(monitors: np.ndarray, d: int) -> tuple[float, float, float]:

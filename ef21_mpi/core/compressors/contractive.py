@@ -80,9 +80,10 @@ class TopK(_KOfD):
         m, d = V.shape
         k = self.k
         magnitude = np.abs(V)
-        if k == 1:
-            idx = magnitude.argmax(axis=1).astype(INDEX_DTYPE)[:, None]
-        elif k == d:
+        if k == 1:  # one value per row, picked by (row, index) pairs
+            first = magnitude.argmax(axis=1)
+            return first.astype(INDEX_DTYPE)[:, None], V[np.arange(m), first][:, None]
+        if k == d:
             idx = np.broadcast_to(np.arange(d, dtype=INDEX_DTYPE), (m, d)).copy()
         else:
             keep = _top_k_mask(magnitude, k)

@@ -53,7 +53,7 @@ class EF21(Method):
     def worker_step(self, state: EF21Workers, grads: np.ndarray, t: int) -> Messages:
         if t == 0:
             return self._initial(state, grads)
-        msgs = self.compress(grads - state.g, state)  # Alg. 2 line 5
+        msgs = self.compress(np.subtract(grads, state.g, out=grads), state)  # Alg. 2 line 5 (grads is scratch)
         add_messages(state.g, msgs)  # line 6
         return msgs
 
