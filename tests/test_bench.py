@@ -113,6 +113,12 @@ def test_bench_quick_runs_end_to_end(tmp_path, small_file):
             assert f["bits_up"].shape[1] == r["n"] and f.attrs["n_workers"] == r["n"]
             assert r["round"] == pytest.approx(float(np.median(np.diff(f["wall_time"][()]) / np.diff(f["round"][()]))))
     assert workers["peak_rss_mb"] > 10 and "[5] worker count" in table
+    floor = workers["floor"]
+    assert floor["floor"] > 0 and floor["log1_over_floor"] > 0 and floor["sparse_over_floor"] > 0
+    with h5py.File(tmp_path / "work" / "workers-log1.h5", "r") as f:  # every round logged, the last repeat
+        assert f["round"][()].tolist() == list(range(13)) and f.attrs["n_workers"] == 2
+        assert floor["log1"] == pytest.approx(float(np.median(np.diff(f["wall_time"][()]))))
+    assert "serial n = 2, every round logged" in table and "x floor (target <= 1.3x)" in table
     if "mpi" in result:
         assert "MPI backend, every round logged" in table
         for mode in ("log1", "sparse"):

@@ -85,12 +85,12 @@ def run_config(dataset: str, out: Path, rounds: int, log_every: int, k: int, wor
                      backend="serial")
 
 
-def serial_run(cfg: RunConfig) -> dict:
+def serial_run(cfg: RunConfig, hooks=None) -> dict:
     """One run in this process (the package's real serial engine, as ``ef21-mpi run``); the figures from its log."""
     from ef21_mpi.runtime.session import run
 
     started = time.perf_counter()
-    rc = run(cfg)
+    rc = run(cfg, hooks=hooks)
     total = time.perf_counter() - started
     if rc != 0:
         raise RuntimeError(f"the serial run of {cfg.dataset} into {cfg.out} ended with exit status {rc}")
@@ -377,7 +377,7 @@ def cmd_bench(opts: argparse.Namespace) -> int:
             result["scale"] = part_scale(opts, workdir)
         if "workers" in parts:
             print("part 5: worker count", file=sys.stderr)
-            result["workers"] = workers.part_workers(opts, workdir, serial_run, run_config)
+            result["workers"] = workers.part_workers(opts, workdir, serial_run, run_config, compute_floor)
         for part in ("ranks", "startup"):
             if part in parts:
                 print(f"part {part}", file=sys.stderr)

@@ -2,12 +2,17 @@
 
 The same data split n ways (a9a with n = 20, 200, 1000, 10000, and n = 1000 on a synthetic d = 10^5 file),
 EF21 Top-1 on the serial backend, rounds logged every ``--sparse-log-every``: the compute floor does not
-depend on n, so the ratio to n = 20 is what the batched worker steps cost on top. Repeats are interleaved
-over n. The peak memory of a whole ``ef21-mpi run`` with the largest n is its process's maximum RSS.
+depend on n, so the ratio to n = 20 is what the batched worker steps cost on top. In the same repeats, the
+serial backend with the first n against the *compute floor* (``A x + A^T s`` over the whole data set, as
+part 1 measures it), once with every round logged and once logged every ``--sparse-log-every``. Repeats are
+interleaved; the table shows medians. The peak memory of a whole ``ef21-mpi run`` with the largest n is that
+process's own high-water mark (``VmHWM``: a child forked from this large process would otherwise be charged
+with the bench's own pages).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -19,28 +24,71 @@ import numpy as np
 WORKER_COUNTS = (20, 200, 1000, 10000)
 SYNTH_WORKERS = 1000
 SYNTH_DIM = 10**5
+RATIO_TARGETS = {1000: 1.5, 10000: 3.0}  # per-round time over the first n's, on the main data set
+FLOOR_TARGETS = {"log1": 1.3, "sparse": 1.15}  # the first n's per-round time over the compute floor
+PEAK_MARK = "ef21-bench-peak-kB"
 
 
-def _round_seconds(serial_run, run_config, dataset: str, out: Path, n: int, rounds: int, log_every: int,
-                   data_dir: str | None) -> float:
-    return serial_run(run_config(dataset, out, rounds, log_every, 1, workers=n, data_dir=data_dir))["round_seconds"]
+def own_peak_kb() -> int:
+    """This process's peak resident memory in kB (``VmHWM``; ``ru_maxrss`` where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def peak_rss_mb(dataset: str, n: int, rounds: int, log_every: int, data_dir: str | None, out: Path) -> float:
-    """Maximum resident memory of one ``ef21-mpi run`` process (start-up included), in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    cmd = [sys.executable, "-m", "ef21_mpi", "run", "--dataset", dataset, "--workers", str(n), "--rounds", str(rounds),
-           "--log-every", str(log_every), "--out", str(out), "--overwrite", "--quiet", "--backend", "serial"]
+    """Peak resident memory of one ``ef21-mpi run`` process (start-up included), in MB, as it reports it itself."""
+    cmd = [sys.executable, "-m", "ef21_mpi.bench.workers", "run", "--dataset", dataset, "--workers", str(n),
+           "--rounds", str(rounds), "--log-every", str(log_every), "--out", str(out), "--overwrite", "--quiet",
+           "--backend", "serial"]
     if data_dir:
         cmd += ["--data-dir", data_dir]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024  # ru_maxrss is in kB; the largest child so far
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+    marks = [line.split()[1] for line in done.stderr.splitlines() if line.startswith(PEAK_MARK)]
+    return int(marks[-1]) / 1024
 
 
-def part_workers(opts, workdir: Path, serial_run, run_config) -> dict:
-    """Per-round seconds for each n (medians of interleaved repeats) and their ratio to the first n on that data."""
+class CpuClock:
+    """A loop observer noting this process's CPU time at every logged row (the log has only wall time)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[int, float]] = []
+
+    def on_row(self, row, loop) -> None:
+        self.marks.append((row.t, time.process_time()))
+
+    def after_round(self, t, loop, cluster) -> None:
+        pass
+
+    def on_end(self, outcome, loop) -> None:
+        pass
+
+    def round_seconds(self) -> float:
+        """Median CPU seconds per round between logged rows (as the wall figure is taken from the log)."""
+        t, cpu = np.array(self.marks).T
+        return float(np.median(np.diff(cpu) / np.diff(t)))
+
+
+def _round_seconds(serial_run, run_config, dataset: str, out: Path, n: int, rounds: int, log_every: int,
+                   data_dir: str | None) -> tuple[float, float]:
+    """``(wall, CPU)`` seconds per round: medians over the steps between logged rows."""
+    from ef21_mpi.runtime.session import Hooks
+
+    clock = CpuClock()
+    figures = serial_run(run_config(dataset, out, rounds, log_every, 1, workers=n, data_dir=data_dir),
+                         hooks=Hooks(observers=[clock]))
+    return figures["round_seconds"], clock.round_seconds()
+
+
+def part_workers(opts, workdir: Path, serial_run, run_config, compute_floor) -> dict:
+    """Per-round seconds for each n (medians of interleaved repeats), their ratio to the first n on that data, and
+    the first n's against the compute floor (every round logged, and logged every ``--sparse-log-every``)."""
     from ef21_mpi.core import synth
+    from ef21_mpi.core.datasets import load
 
     counts = list(opts.worker_counts)
     rounds, log_every = opts.worker_rounds, opts.sparse_log_every
@@ -51,35 +99,76 @@ def part_workers(opts, workdir: Path, serial_run, run_config) -> dict:
             synth.write(synth.generate(opts.scale_rows, opts.synth_dim, opts.scale_nnz, opts.synth_workers, seed=0),
                         path)
         cases += [(str(path), counts[0], None), (str(path), opts.synth_workers, None)]
+    A = load(opts.dataset, opts.data_dir).A
     seconds: dict[tuple[str, int], list[float]] = {(ds, n): [] for ds, n, _ in cases}
+    cpu: dict[tuple[str, int], list[float]] = {(ds, n): [] for ds, n, _ in cases}
+    floors = []
     for repeat in range(opts.repeats):
+        floor = compute_floor(A, opts.floor_reps)
+        every, every_cpu = _round_seconds(serial_run, run_config, opts.dataset, workdir / "workers-log1.h5", counts[0],
+                                          rounds, 1, opts.data_dir)
         for ds, n, data_dir in cases:
             out = workdir / f"workers-{Path(ds).stem}-{n}.h5"
-            seconds[ds, n].append(_round_seconds(serial_run, run_config, ds, out, n, rounds, log_every, data_dir))
-        print(f"  repeat {repeat + 1}: " + ", ".join(f"n={n} {1e3 * seconds[ds, n][-1]:.2f} ms"
-                                                  for ds, n, _ in cases), file=sys.stderr)
+            wall, used = _round_seconds(serial_run, run_config, ds, out, n, rounds, log_every, data_dir)
+            seconds[ds, n].append(wall)
+            cpu[ds, n].append(used)
+        sparse, sparse_cpu = seconds[opts.dataset, counts[0]][-1], cpu[opts.dataset, counts[0]][-1]
+        floors.append({"floor": floor, "log1": every, "sparse": sparse, "log1_cpu": every_cpu, "sparse_cpu": sparse_cpu})
+        print(f"  repeat {repeat + 1}: floor {1e3 * floor:.3f} ms, n={counts[0]} every round logged "
+              f"{1e3 * every:.3f} ms; " + ", ".join(f"n={n} {1e3 * seconds[ds, n][-1]:.2f} ms" for ds, n, _ in cases),
+              file=sys.stderr)
     rows = []
     for ds, n, _ in cases:
-        base = float(np.median(seconds[ds, counts[0]]))
-        median = float(np.median(seconds[ds, n]))
-        rows.append({"dataset": Path(ds).name, "n": n, "round": median, "ratio": median / base,
-                     "spread": [min(seconds[ds, n]), max(seconds[ds, n])]})
+        base, base_cpu = float(np.median(seconds[ds, counts[0]])), float(np.median(cpu[ds, counts[0]]))
+        median, median_cpu = float(np.median(seconds[ds, n])), float(np.median(cpu[ds, n]))
+        target = RATIO_TARGETS.get(n) if ds == opts.dataset else None
+        rows.append({"dataset": Path(ds).name, "n": n, "round": median, "ratio": median / base, "target": target,
+                     "spread": [min(seconds[ds, n]), max(seconds[ds, n])], "round_cpu": median_cpu,
+                     "ratio_cpu": median_cpu / base_cpu})
+    floor_figures = {key: float(np.median([f[key] for f in floors]))
+                     for key in ("floor", "log1", "sparse", "log1_cpu", "sparse_cpu")}
+    for key in ("log1", "sparse", "log1_cpu", "sparse_cpu"):
+        floor_figures[f"{key}_over_floor"] = float(np.median([f[key] / f["floor"] for f in floors]))
+    load_after = os.getloadavg()
     started = time.perf_counter()
     peak = peak_rss_mb(opts.dataset, max(counts), log_every, log_every, opts.data_dir, workdir / "workers-peak.h5")
-    return {"rows": rows, "rounds": rounds, "log_every": log_every, "peak_rss_mb": peak, "peak_n": max(counts),
-            "peak_run_s": time.perf_counter() - started}
+    return {"rows": rows, "rounds": rounds, "log_every": log_every, "repeats": opts.repeats, "floor": floor_figures,
+            "floor_n": counts[0], "peak_rss_mb": peak, "peak_n": max(counts), "peak_run_s": time.perf_counter() - started,
+            "load_average_after": load_after}
+
+
+def _verdict(value: float, target: float | None) -> tuple[str, str]:
+    if target is None:
+        return "", ""
+    return f"<= {target:g}x", "MET" if value <= target else "NOT MET"
 
 
 def format_workers(result: dict) -> list[str]:
+    n0 = result["rows"][0]["n"]
     lines = ["", (f"[5] worker count: EF21 Top-1, serial backend, {result['rounds']} rounds logged every "
-                  f"{result['log_every']}; ratio to n = {result['rows'][0]['n']} on the same data")]
-    lines.append(f"    {'data set':<36} {'n':>6}  {'ms/round':>9}  {'ratio':>6}  spread (ms)")
+                  f"{result['log_every']}; ratio to n = {n0} on the same data; medians of {result['repeats']} "
+                  f"interleaved repeats")]
+    lines.append("    (wall: from the log's wall_time; CPU: this process's CPU time over the same steps, which a loaded "
+                 "machine disturbs less)")
+    lines.append(f"    {'data set':<36} {'n':>6}  {'ms/round':>9}  {'ratio':>6}  {'target':>7}  {'verdict':>7}  "
+                 f"{'spread (ms)':>15}  {'CPU ms':>8}  {'ratio':>6}")
     for r in result["rows"]:
         lo, hi = r["spread"]
-        lines.append(f"    {r['dataset']:<36} {r['n']:>6}  {1e3 * r['round']:>9.3f}  {r['ratio']:>5.2f}x  "
-                     f"{1e3 * lo:.3f}-{1e3 * hi:.3f}")
+        target, verdict = _verdict(r["ratio"], r.get("target"))
+        lines.append(f"    {r['dataset']:<36} {r['n']:>6}  {1e3 * r['round']:>9.3f}  {r['ratio']:>5.2f}x  {target:>7}  "
+                     f"{verdict:>7}  {f'{1e3 * lo:.3f}-{1e3 * hi:.3f}':>15}  {1e3 * r['round_cpu']:>8.3f}  "
+                     f"{r['ratio_cpu']:>5.2f}x")
+    f = result["floor"]
+    lines.append(f"    compute floor (A x + A^T s, the whole data set as one CSR): {1e3 * f['floor']:.3f} ms")
+    for key, label in (("log1", "every round logged"), ("sparse", f"--log-every {result['log_every']}")):
+        target, verdict = _verdict(f[f"{key}_over_floor"], FLOOR_TARGETS[key])
+        lines.append(f"    serial n = {result['floor_n']}, {label}: {1e3 * f[key]:.3f} ms = "
+                     f"{f[f'{key}_over_floor']:.2f}x floor (target {target}): {verdict}; CPU {1e3 * f[f'{key}_cpu']:.3f} ms "
+                     f"= {f[f'{key}_cpu_over_floor']:.2f}x floor")
     lines.append(f"    peak RSS of one whole run with n = {result['peak_n']}: {result['peak_rss_mb']:.0f} MB "
-                 f"(start-up included)")
+                 f"(its own high-water mark, start-up included)")
+    load = " ".join(f"{v:.1f}" for v in result["load_average_after"])
+    lines.append(f"    load average at the end of part 5: {load}")
     return lines
 
 
@@ -105,3 +194,16 @@ def parse_worker_counts(opts) -> None:
         raise InputError(f"--worker-counts {opts.worker_counts}: expected a comma list of integers") from None
     if not opts.worker_counts or min(opts.worker_counts) < 1:
         raise InputError(f"--worker-counts {opts.worker_counts}: expected positive integers")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ef21_mpi.bench.workers <ef21-mpi arguments>``: the command, then this process's peak memory."""
+    from ef21_mpi.cli.main import main as cli
+
+    code = cli(argv)
+    print(f"{PEAK_MARK} {own_peak_kb()}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

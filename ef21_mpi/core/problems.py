@@ -142,7 +142,7 @@ class LogisticShards(_ShardGroup):
 
     def _regulariser_value(self, x: np.ndarray) -> float:
         x2 = x * x
-        return self.lam * float(np.sum(x2 / (1.0 + x2)))
+        return self.lam * float(np.add.reduce(x2 / (1.0 + x2)))  # np.sum's reduction, without its wrapper
 
     def regulariser_grad(self, x: np.ndarray) -> np.ndarray:
         # 2 lam x / (1 + x^2)^2, with two temporaries (this runs every round on every worker)

@@ -10,6 +10,7 @@ plugs in, the way training loops take callbacks.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections.abc import Sequence
@@ -109,6 +110,7 @@ def _rounds(method: Method, loop: LoopState, cluster: Cluster, rounds: int, log_
             observers: Sequence[Observer]) -> Outcome:
     d, state = method.d, loop.master
     started = time.perf_counter() - loop.wall_offset
+    message_bits = [8 * method.message_spec(t).nbytes for t in (0, 1)]  # round 0's layout, every later round's
     try:
         for t in range(loop.t + 1, rounds + 1):
             x = state.x if t == 0 else method.next_x(state)
@@ -120,7 +122,7 @@ def _rounds(method: Method, loop: LoopState, cluster: Cluster, rounds: int, log_
             loop.t = t
             senders = method.senders(state, t)  # None: every worker sent its message
             sent = 1 if senders is None else senders.astype(np.int64)
-            loop.bits_up += 8 * method.message_spec(t).nbytes * sent
+            loop.bits_up += message_bits[min(t, 1)] * sent
             loop.coords_up += msgs.values.shape[1] * sent
             loop.bits_down += 8 * method.downlink_nbytes(t)
             loop.wall_offset = time.perf_counter() - started
@@ -131,7 +133,7 @@ def _rounds(method: Method, loop: LoopState, cluster: Cluster, rounds: int, log_
                 for observer in observers:
                     observer.on_row(row, loop)
                 loop.bits_up[:], loop.coords_up[:], loop.bits_down = 0, 0, 0
-                if not (np.isfinite(grad_norm_sq) and np.isfinite(loss)):
+                if not (math.isfinite(grad_norm_sq) and math.isfinite(loss)):
                     return Outcome("diverged", t, x, f"the loss or gradient at x^{t} is not finite")
                 if grad_norm_sq < tol:
                     return Outcome("converged", t, x)
