@@ -13,7 +13,6 @@ with the bench's own pages).
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -29,22 +28,25 @@ FLOOR_TARGETS = {"log1": 1.3, "sparse": 1.15}  # the first n's per-round time ov
 PEAK_MARK = "ef21-bench-peak-kB"
 
 
-def own_peak_kb() -> int:
-    """This process's peak resident memory in kB (``VmHWM``; ``ru_maxrss`` where there is no /proc)."""
+#: What the child runs: ``ef21-mpi`` itself (``python -m ef21_mpi``), then a line with its own peak memory in kB
+#: (``VmHWM``; ``ru_maxrss`` where there is no /proc).
+PEAK_CHILD = f"""
+import resource, runpy, sys
+try:
+    runpy.run_module("ef21_mpi", run_name="__main__", alter_sys=True)
+finally:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print("{PEAK_MARK}", peak, file=sys.stderr)
+"""
 
 
 def peak_rss_mb(dataset: str, n: int, rounds: int, log_every: int, data_dir: str | None, out: Path) -> float:
     """Peak resident memory of one ``ef21-mpi run`` process (start-up included), in MB, as it reports it itself."""
-    cmd = [sys.executable, "-m", "ef21_mpi.bench.workers", "run", "--dataset", dataset, "--workers", str(n),
-           "--rounds", str(rounds), "--log-every", str(log_every), "--out", str(out), "--overwrite", "--quiet",
-           "--backend", "serial"]
+    cmd = [sys.executable, "-c", PEAK_CHILD, "run", "--dataset", dataset, "--workers", str(n), "--rounds", str(rounds),
+           "--log-every", str(log_every), "--out", str(out), "--overwrite", "--quiet", "--backend", "serial"]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
@@ -194,16 +196,3 @@ def parse_worker_counts(opts) -> None:
         raise InputError(f"--worker-counts {opts.worker_counts}: expected a comma list of integers") from None
     if not opts.worker_counts or min(opts.worker_counts) < 1:
         raise InputError(f"--worker-counts {opts.worker_counts}: expected positive integers")
-
-
-def main(argv: list[str]) -> int:
-    """``python -m ef21_mpi.bench.workers <ef21-mpi arguments>``: the command, then this process's peak memory."""
-    from ef21_mpi.cli.main import main as cli
-
-    code = cli(argv)
-    print(f"{PEAK_MARK} {own_peak_kb()}", file=sys.stderr)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
