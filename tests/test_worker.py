@@ -16,7 +16,8 @@ import scipy.sparse as sp
 from ef21_mpi.core.compressors import Dithering, Natural, RandK, RandKUnbiased, TopK
 from ef21_mpi.core.methods import EF, make_method
 from ef21_mpi.core.methods.base import subtract_messages
-from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards, matvec_into, row_block, stacked_transpose
+from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards
+from ef21_mpi.core.stacked import matvec_into, row_block, stacked_transpose
 from ef21_mpi.runtime import worker as worker_module
 from ef21_mpi.runtime.worker import WorkerGroup
 
