@@ -142,3 +142,17 @@ def test_least_squares_table_and_theorem3(tmp_path, data_dir):
     assert np.all(psi <= bound * (1 + 1e-9))
     verdicts = {r[1]: r[2] for r in table_rows(text, "phishing") if len(r) == 3}
     assert verdicts["1x"].startswith("gamma <= gamma_max; bound holds at every logged round")
+
+
+def test_tolerance_figure_bars_reach_above_every_seed():
+    """A method whose median is above every other method's slowest seed, with seeds that never reach the target:
+    its bar to "not reached" must still go up (the panel's ceiling is above every seed that reached)."""
+    from ef21_mpi.analysis.reproduce import SeedStats
+    from ef21_mpi.analysis.tolerance_figure import tolerance_figure
+
+    pytest.importorskip("matplotlib")
+    slow = SeedStats((10_000.0, 20_000.0, 90_000.0, None, None), (1e-8,) * 5)
+    fast = SeedStats((5_000.0, 6_000.0, 7_000.0, 8_000.0, 9_000.0), (1e-8,) * 5)
+    fig = tolerance_figure({"a9a": {"ef": {4.0: slow}, "ef21": {4.0: fast}}}, 1e-7)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] >= 90_000 * 1.6  # room for the slowest reached seed and the bar above it

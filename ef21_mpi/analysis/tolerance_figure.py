@@ -21,8 +21,8 @@ def tolerance_figure(table: dict[str, dict[str, dict[float, SeedStats]]], tol: f
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, dataset in zip(axes.flat, datasets):
-        ceiling = max((s.high for methods in table[dataset].values() for s in methods.values()
-                       if not math.isinf(s.high)), default=1.0) * 1.6  # where a bar to "not reached" ends
+        ceiling = max((b for methods in table[dataset].values() for s in methods.values() for b in s.bits
+                       if b is not None), default=1.0) * 1.6  # above every seed that reached: where "not reached" bars end
         for algorithm, by_m in table[dataset].items():
             facts = method_facts(algorithm)
             ms = sorted(by_m)
