@@ -11,6 +11,7 @@ from ef21_mpi.analysis.grid import ALIASES, AXES, SCALARS, axis_name, configs_of
 from ef21_mpi.analysis.sweep import check_launcher, log_state, run_sweep
 from ef21_mpi.core.methods import METHODS
 from ef21_mpi.errors import InputError
+from ef21_mpi.runtime.configfile import read_document
 
 #: What a sweep runs when the grid does not say otherwise.
 SWEEP_DEFAULTS = {"algorithm": ["ef", "ef21", "ef21-plus"], "stepsize_multiplier": [1.0], "k": [1], "workers": [20]}
@@ -61,19 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def read_grid(path: str) -> dict:
     """The JSON grid file as a dict of option names (hyphens or underscores, plurals allowed)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            grid = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"--grid {path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"--grid {path} is a folder; expected a JSON file") from None
-    except UnicodeDecodeError as err:
-        raise InputError(f"--grid {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"--grid {path}: not valid JSON ({err})") from None
-    except (OSError, RecursionError) as err:
-        raise InputError(f"--grid {path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    grid = read_document(path, "--grid", "JSON", json.loads, json.JSONDecodeError)
     if not isinstance(grid, dict):
         raise InputError(f"--grid {path}: expected a JSON object with keys such as datasets, algorithms")
     named = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+from collections.abc import Callable
 
 from ef21_mpi.errors import InputError
 from ef21_mpi.runtime.config import RunConfig, kind_words, option_kinds
@@ -19,6 +20,25 @@ FLAGS = {field: flag for flag, field in ALIASES.items()}
 ARG_KINDS = (bool, int, float, str)  # a plug-in compressor's argument, as --compressor-arg NAME=VALUE gives it
 
 
+def read_document(path: str, flag: str, kind: str, parse: Callable[[str], object], invalid: type[Exception]):
+    """A JSON or TOML file given as ``flag``, parsed; a one-line `InputError` for a missing, unreadable or
+    non-UTF-8 file and for text ``parse`` refuses with ``invalid``."""
+    where = f"{flag} {path}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse(f.read())
+    except FileNotFoundError:
+        raise InputError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{where} is a folder; expected a {kind} file") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except invalid as err:
+        raise InputError(f"{where}: not valid {kind} ({' '.join(str(err).split())})") from None
+    except (OSError, RecursionError) as err:
+        raise InputError(f"{where}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+
+
 def read_config_file(path: str | os.PathLike) -> dict:
     """The options a TOML file sets, as `RunConfig` field names (`runtime.config.from_options` takes them).
 
@@ -26,19 +46,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
     from the file and the same run from flags store the same configuration."""
     path = os.fspath(path)
     where = f"--config {path}"
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{where} is a folder; expected a TOML file") from None
-    except UnicodeDecodeError as err:
-        raise InputError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"{where}: not valid TOML ({' '.join(str(err).split())})") from None
-    except (OSError, RecursionError) as err:
-        raise InputError(f"{where}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    table = read_document(path, "--config", "TOML", tomllib.loads, tomllib.TOMLDecodeError)
     known = RunConfig.field_names()
     options: dict = {}
     for key, value in table.items():
