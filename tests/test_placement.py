@@ -30,7 +30,7 @@ def test_21_ranks_on_2_cores_pack_onto_one_worker_rank():
     assert list(where.worker_rank()) == [1] * 20
     record = json.loads(where.attrs()["placement"])
     assert record["nodes"] == [{"host": "node0", "ranks": 21, "cores": 2, "active": 2}]
-    assert "19 ranks wait idle" in where.notice() and "20 workers run on 1 worker ranks" in where.notice()
+    assert "19 ranks wait idle" in where.notice() and "20 workers run on 1 worker rank," in where.notice()
 
 
 def test_spread_and_unoversubscribed_keep_one_block_per_rank():

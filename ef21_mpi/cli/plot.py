@@ -65,7 +65,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     check_output(output)
     if args.theory:
         plot_theory(args.logs, output)
-        print(f"wrote {output} (theory overlay, {len(args.logs)} runs)")
+        print(f"wrote {output} (theory overlay, {len(args.logs)} run{'s' if len(args.logs) != 1 else ''})")
         return 0
     runs = [load_run(path) for path in args.logs]
     if not 10 <= args.dpi <= 1200:
@@ -73,5 +73,5 @@ def cmd_plot(args: argparse.Namespace) -> int:
     fig = make_figure(runs, y=args.y, x=args.x, bits=args.bits, title=args.title, panels_by=args.panels_by,
                       legend=args.legend, xlim=args.xlim, ylim=args.ylim, dpi=args.dpi, bands=not args.no_bands)
     save(fig, output)
-    print(f"wrote {output} ({len(fig.axes)} panel{'s' if len(fig.axes) != 1 else ''}, {len(runs)} runs)")
+    print(f"wrote {output} ({len(fig.axes)} panel{'s' if len(fig.axes) != 1 else ''}, {len(runs)} run{'s' if len(runs) != 1 else ''})")
     return 0

@@ -93,8 +93,12 @@ class Placement:
             return None
         where = ", ".join(f"{node['host']}: {node['ranks']} ranks on {node['cores']} cores" for node in self.nodes)
         return (f"ef21-mpi: more ranks than cores ({where}): the {sum(map(len, self.blocks))} workers run on "
-                f"{len(self.active) - 1} worker ranks, {len(self.parked)} ranks wait idle "
+                f"{_count(len(self.active) - 1, 'worker rank')}, {_count(len(self.parked), 'rank')} wait idle "
                 f"(--placement spread: one block of workers per rank)")
+
+
+def _count(k: int, noun: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'}"
 
 
 def plan(infos: list[RankInfo], n: int, requested: str) -> Placement:
