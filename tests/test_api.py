@@ -233,3 +233,22 @@ def test_the_quickstart_example_runs(tmp_path, data):
     assert table[0].split()[:3] == ["algorithm", "compressor", "k"]
     assert sorted(line.split()[0] for line in table[1:]) == ["damped_shifts:DampedShifts", "ef21", "ef21", "ef21"]
     assert all(line.split()[4] == "30" for line in table[1:])  # every run reached its last round
+
+
+def test_load_runs_says_what_mu_is_for_least_squares(tmp_path, data):
+    pytest.importorskip("pandas")
+    import h5py
+
+    from ef21_mpi.core.problems import MU_PL, MU_STRONG
+
+    paths = [ef21_mpi.simulate(dataset=str(data), out=str(tmp_path / f"ls-{lam}.h5"), problem="least-squares",
+                               lam=lam, **SMALL).path for lam in (0.0, 0.1)]
+    paths.append(ef21_mpi.simulate(dataset=str(data), out=str(tmp_path / "logreg.h5"), **SMALL).path)
+    table = ef21_mpi.load_runs(paths)
+    for path in paths[:2]:
+        with h5py.File(path, "r") as f:
+            stored = f.attrs["mu_kind"]
+        stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+        assert stored in (MU_PL, MU_STRONG)
+        assert set(table[table["path"] == str(path)]["mu_kind"]) == {stored}
+    assert table[table["path"] == str(paths[2])]["mu_kind"].isna().all()  # logistic regression has no mu

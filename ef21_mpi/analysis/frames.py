@@ -14,7 +14,7 @@ from ef21_mpi.errors import InputError
 
 #: Attributes of the log that describe the run (beside its stored configuration), one column each when present.
 RUN_ATTRS = ("algorithm", "compressor", "k", "dataset", "status", "gamma", "gamma_theory", "alpha", "omega",
-             "n_workers", "N", "d", "L", "L_tilde", "mu", "f_star", "rounds_done", "backend", "world_size")
+             "n_workers", "N", "d", "L", "L_tilde", "mu", "mu_kind", "f_star", "rounds_done", "backend", "world_size")
 #: Per-row columns, in order (the log's extra series such as ``loss_gap`` follow them).
 ROW_COLUMNS = ("round", "grad_norm_sq", "loss", "distortion", "wall_time", "bits_up_mean", "coords_up_mean",
                "bits_down", "bits_n_paper", "bits_n_wire")
