@@ -100,13 +100,34 @@ def test_constants_and_packed_sizes():
         make_compressor("dithering", None, d)
 
 
-@pytest.mark.parametrize("width", [1, 2, 3, 7, 9, 13])
-def test_bit_fields_round_trip(width):
+def bit_string_packing(codes: np.ndarray, width: int) -> np.ndarray:
+    """The wire layout spelled out: each code as ``width`` binary digits, most significant first, the row's digits
+    run together, zero-padded to whole bytes."""
+    rows = []
+    for row in codes:
+        digits = "".join(format(int(code), f"0{width}b") for code in row)
+        digits += "0" * (-len(digits) % 8)
+        rows.append([int(digits[i:i + 8], 2) for i in range(0, len(digits), 8)])
+    return np.array(rows, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 8, 9, 13, 16, 17, 31, 32, 33, 63, 64])
+def test_bit_fields_have_the_wire_layout_and_round_trip(width):
     rng = np.random.default_rng(width)
-    codes = rng.integers(0, 2**width, size=(4, 29)).astype(np.uint64)
+    codes = rng.integers(0, 2**63, size=(4, 29), dtype=np.uint64) >> np.uint64(63 - width) if width < 64 else \
+        rng.integers(0, 2**63, size=(4, 29), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    codes[0, :3] = [0, 2**width - 1, 1]  # the extremes of the field
     payload = pack_fields(codes, width)
     assert payload.shape == (4, math.ceil(29 * width / 8))
-    np.testing.assert_array_equal(unpack_fields(payload, 29, width), codes)
+    np.testing.assert_array_equal(payload, bit_string_packing(codes, width))
+    unpacked = unpack_fields(payload, 29, width)
+    assert unpacked.dtype == np.uint64
+    np.testing.assert_array_equal(unpacked, codes)
+
+
+def test_bit_fields_are_1_to_64_bits_wide():
+    with pytest.raises(ValueError, match="1 to 64 bits"):
+        pack_fields(np.zeros((1, 3), dtype=np.uint64), 65)
 
 
 @pytest.mark.parametrize("compressor", [Natural(41), Dithering(5, 41), Scaled(Natural(41)), Scaled(Dithering(2, 41))])

@@ -22,20 +22,34 @@ def packed_nbytes(count: int, width: int) -> int:
     return (count * width + 7) // 8
 
 
+def _container(width: int) -> int:
+    """Bytes of the smallest unsigned integer that holds a ``width``-bit field (1, 2, 4 or 8)."""
+    if not 1 <= width <= 64:
+        raise ValueError(f"a packed field has 1 to 64 bits, not {width}")
+    return next(size for size in (1, 2, 4, 8) if width <= 8 * size)
+
+
 def pack_fields(codes: np.ndarray, width: int) -> np.ndarray:
-    """Rows of unsigned integer codes (``m x c``, each below ``2**width``) as ``m x packed_nbytes(c, width)`` bytes."""
+    """Rows of unsigned integer codes (``m x c``, each below ``2**width``) as ``m x packed_nbytes(c, width)`` bytes.
+
+    Each code is written big-endian into the smallest integer that holds it, its bytes spread into bits, and its
+    last ``width`` bits kept: every temporary is one byte per bit (no 8-byte word per bit).
+    """
     m, c = codes.shape
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    bits = ((codes.astype(np.uint64)[:, :, None] >> shifts) & np.uint64(1)).astype(np.uint8)
-    return np.packbits(bits.reshape(m, c * width), axis=1)
+    size = _container(width)
+    big_endian = np.ascontiguousarray(codes, dtype=f">u{size}")
+    # along the long axis (numpy's bit routines are slow along a short one), then each code's last width bits
+    bits = np.unpackbits(big_endian.view(np.uint8).reshape(m, c * size), axis=1).reshape(m, c, 8 * size)
+    return np.packbits(bits[:, :, 8 * size - width:].reshape(m, c * width), axis=1)
 
 
 def unpack_fields(payload: np.ndarray, count: int, width: int) -> np.ndarray:
     """The inverse of `pack_fields`: ``m x count`` codes (uint64) from ``m x packed_nbytes(count, width)`` bytes."""
     m = payload.shape[0]
-    bits = np.unpackbits(payload, axis=1, count=count * width).reshape(m, count, width).astype(np.uint64)
-    weights = np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64)
-    return (bits * weights).sum(axis=2, dtype=np.uint64)
+    size = _container(width)
+    bits = np.zeros((m, count, 8 * size), dtype=np.uint8)  # each code's bits, right-aligned in its container
+    bits[:, :, 8 * size - width:] = np.unpackbits(payload, axis=1, count=count * width).reshape(m, count, width)
+    return np.packbits(bits.reshape(m, count * 8 * size), axis=1).view(f">u{size}").astype(np.uint64)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ef21_mpi.core.compressors.base import INDEX_DTYPE, VALUE_DTYPE
+from ef21_mpi.core.compressors.base import INDEX_DTYPE, VALUE_DTYPE, row_norms_sq
 from ef21_mpi.core.compressors.codec import pack_fields, packed_nbytes, unpack_fields
 
 
@@ -67,7 +67,11 @@ class _Packed:
         return self.d
 
     def _uniforms(self, rngs, m: int) -> np.ndarray:
-        return np.stack([rng.random(self.d) for rng in rngs]) if m else np.empty((0, self.d))
+        """``d`` uniforms per worker from its own generator, drawn straight into row ``j`` (as ``rng.random(d)``)."""
+        u = np.empty((m, self.d))
+        for row, rng in zip(u, rngs):
+            rng.random(out=row)
+        return u
 
     def compress(self, v: np.ndarray, rng: np.random.Generator) -> tuple[None, np.ndarray]:
         return None, self.decode(self.encode_group(v[None, :], [rng]))[0]
@@ -141,7 +145,7 @@ class Dithering(_Packed):
     def encode_group(self, V: np.ndarray, rngs) -> np.ndarray:
         m, s = len(V), self.levels
         u = self._uniforms(rngs, m)
-        norms = np.array([math.sqrt(float(v @ v)) for v in V])  # one dot product per row: the same bits in any group
+        norms = np.sqrt(row_norms_sq(V))  # one dot product per row: the same bits in any group
         with np.errstate(divide="ignore", invalid="ignore"):
             r = s * np.abs(V) / norms[:, None]
         r = np.where(np.isfinite(r), r, 0.0)  # ||v|| = 0 (all levels 0); a non-finite norm decodes to NaN anyway

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ef21_mpi.core.compressors import INDEX_DTYPE, VALUE_DTYPE, Compressor, Identity, as_contractive
+from ef21_mpi.core.compressors.base import row_norms_sq  # noqa: F401  (the methods' name for it)
 
 INITS = ("full", "compressed", "zero")
 
@@ -129,14 +130,6 @@ def sum_messages(msgs: Messages, d: int) -> np.ndarray:
         return msgs.values.sum(axis=0)  # row after row, as a loop over workers would add them
     # bincount adds in input order, i.e. worker after worker
     return np.bincount(msgs.indices.ravel(), weights=msgs.values.ravel(), minlength=d).astype(VALUE_DTYPE, copy=False)
-
-
-def row_norms_sq(V: np.ndarray) -> np.ndarray:
-    """``||V[j]||^2`` per row, each a dot product of its own (the same bits whatever the group size): ``vecdot``
-    takes each row's ``v @ v`` with the same BLAS call, without a Python loop (tests/test_methods.py)."""
-    if hasattr(np, "vecdot"):
-        return np.vecdot(V, V)
-    return np.array([float(v @ v) for v in V])  # numpy < 2
 
 
 def sends_indices(compressor) -> bool:
