@@ -84,10 +84,11 @@ class RecordingShard(LogisticShards):
         self.rows_seen: list[np.ndarray] = []
         self.grads_seen: list[np.ndarray] = []
 
-    def minibatch_grad(self, x, rows, worker=0):
-        g = super().minibatch_grad(x, rows, worker)
-        self.rows_seen.append(np.array(rows, copy=True))
-        self.grads_seen.append(g.copy())
+    def minibatch_grads(self, x, rows, workers=None, out=None):
+        g = super().minibatch_grads(x, rows, workers, out)
+        assert len(rows) == 1  # one worker
+        self.rows_seen.append(np.array(rows[0], copy=True))
+        self.grads_seen.append(g[0].copy())
         return g
 
 

@@ -79,6 +79,32 @@ def test_minibatch_gradient_of_a_worker_in_a_group_uses_its_own_rows():
     np.testing.assert_array_equal(group.minibatch_grad(x, rows, worker=4), alone)
 
 
+@pytest.mark.parametrize("problem", [LogisticShards, LeastSquaresShards])
+def test_all_minibatch_gradients_in_one_pass_have_each_lone_workers_bits(problem):
+    """The group's batched minibatch gradients against each worker's batch computed alone, with scipy's own
+    ``A_S^T w`` (the formula a lone worker used): the same bits, for any batch sizes, a worker's whole shard
+    included, and for a subset of the workers."""
+    blocks = [(A, y) for A, y in shards(seed=5) if A.shape[0]]  # workers with rows (a batch needs one)
+    group = problem(blocks, LAM)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(11)
+    rows = [np.sort(rng.choice(A.shape[0], size=min(tau, A.shape[0]), replace=False))
+            for (A, _), tau in zip(blocks, [3, 1, 29, 2, 8])]
+    with np.errstate(over="ignore"):
+        lone = []
+        for (A, y), r in zip(blocks, rows):
+            S = sp.csr_matrix(A)[r]
+            if problem is LogisticShards:
+                S = sp.csr_matrix(sp.diags(y[r]) @ S)
+                reg = x * (2.0 * LAM) / (x * x + 1.0) ** 2
+                lone.append(reg + S.T @ (-1.0 / ((1.0 + np.exp(S @ x)) * len(r))))
+            else:
+                lone.append(S.T @ ((S @ x - y[r]) / len(r)) + LAM * x)
+    assert group.minibatch_grads(x, rows).tobytes() == np.array(lone).tobytes()
+    some = np.array([1, 3])
+    assert group.minibatch_grads(x, [rows[j] for j in some], some).tobytes() == np.array(lone)[some].tobytes()
+
+
 @pytest.mark.parametrize("algorithm", ["ef21", "ef21-plus", "ef", "dcgd", "ef21-sgd"])
 @pytest.mark.parametrize("compressor", [TopK(2, 11), RandK(3, 11)])
 def test_worker_group_rounds_equal_lone_workers(algorithm, compressor):

@@ -112,6 +112,40 @@ class _ShardGroup:
         out = np.empty((self.m, self.d)) if out is None else out
         return losses, self.grads_into(s, self.regulariser_grad(x), 0, self.m, out)
 
+    def _batch_weights(self, per_row: np.ndarray, picked: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """The weights ``w`` of a minibatch gradient ``A_S^T w`` from its rows' products, for rows ``picked`` of the
+        stack in batches of ``counts`` rows (one count per row)."""
+        raise NotImplementedError
+
+    def minibatch_grads(self, x: np.ndarray, rows: Sequence[np.ndarray], workers: np.ndarray | None = None,
+                        out: np.ndarray | None = None) -> np.ndarray:
+        """The gradients of workers ``workers`` (default: all, in order) on their minibatches (EF21-SGD): row ``j``
+        uses worker ``workers[j]``'s rows ``rows[j]`` (indices into its shard, increasing) and the full regulariser.
+
+        All batches go through one product: the picked rows are stacked, and their per-worker transposes stacked
+        block-diagonally as for full gradients, so each row is summed exactly as a lone worker sums its batch.
+        """
+        workers = np.arange(self.m) if workers is None else np.asarray(workers, dtype=np.int64)
+        counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        out = np.empty((len(rows), self.d)) if out is None else out
+        picked = (np.concatenate(rows).astype(np.int64, copy=False) if len(rows) else np.empty(0, np.int64)) \
+            + np.repeat(self.bounds[workers], counts)
+        reg = self.regulariser_grad(x)
+        if picked.size == 0:
+            out[:] = 0.0
+            out += reg
+            return out
+        stacked = self._M[picked]
+        weights = self._batch_weights(stacked @ x, picked, np.repeat(counts, counts).astype(np.float64))
+        batches = np.concatenate([[0], np.cumsum(counts)])
+        matvec_into(stacked_transpose(stacked, batches, self.d, "csc"), weights, out.reshape(-1))
+        out += reg
+        return out
+
+    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray, worker: int = 0) -> np.ndarray:
+        """Worker ``worker``'s gradient on its ``rows`` plus the full regulariser (`minibatch_grads` for one)."""
+        return self.minibatch_grads(x, [np.asarray(rows)], np.array([worker]))[0]
+
     # -- the mean of the group's f_i (for one worker: f_i itself) ----------------------------------
     def loss(self, x: np.ndarray) -> float:
         return float(self.losses_and_grads(x)[0].mean())
@@ -133,7 +167,7 @@ class LogisticShards(_ShardGroup):
     def __init__(self, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float):
         super().__init__(blocks, lam)
         self.B, self.BT = self._stack([sp.csr_matrix(sp.diags(y) @ A) for A, y in blocks])
-        self._MT = self.BT
+        self._M, self._MT = self.B, self.BT
         self._zero_rows = np.zeros(self.B.shape[0])
 
     def _regulariser_value(self, x: np.ndarray) -> float:
@@ -176,13 +210,13 @@ class LogisticShards(_ShardGroup):
         losses = self._segment_sums(self._row_losses(margins)) / np.maximum(self.n_rows, 1)
         return s, losses + self._regulariser_value(x)
 
-    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray, worker: int = 0) -> np.ndarray:
-        """Gradient of worker ``worker``'s loss on its ``rows`` plus the full regulariser (EF21-SGD)."""
-        Bs = self.B[self.bounds[worker] + np.asarray(rows)]
-        g = self.regulariser_grad(x)
+    def _batch_weights(self, per_row: np.ndarray, picked: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        # -1 / ((1 + exp(m)) tau), as `_sigmoid_weights` with the batch size in place of N_i
         with np.errstate(over="ignore"):
-            g += Bs.T @ (-1.0 / ((1.0 + np.exp(Bs @ x)) * len(rows)))
-        return g
+            w = np.exp(per_row)
+            w += 1.0
+            w *= counts
+            return np.divide(-1.0, w, out=w)
 
 
 class LeastSquaresShards(_ShardGroup):
@@ -191,7 +225,7 @@ class LeastSquaresShards(_ShardGroup):
     def __init__(self, blocks: Sequence[tuple[sp.csr_matrix, np.ndarray]], lam: float):
         super().__init__(blocks, lam)
         self.A, self.AT = self._stack([sp.csr_matrix(A) for A, _ in blocks])
-        self._MT = self.AT
+        self._M, self._MT = self.A, self.AT
         self.y = np.concatenate([np.asarray(y, dtype=np.float64) for _, y in blocks])
 
     def regulariser_grad(self, x: np.ndarray) -> np.ndarray:
@@ -206,10 +240,8 @@ class LeastSquaresShards(_ShardGroup):
         losses = self._segment_sums(r * r) / (2.0 * np.maximum(self.n_rows, 1)) + 0.5 * self.lam * float(x @ x)
         return s, losses
 
-    def minibatch_grad(self, x: np.ndarray, rows: np.ndarray, worker: int = 0) -> np.ndarray:
-        rows = self.bounds[worker] + np.asarray(rows)
-        As = self.A[rows]
-        return As.T @ ((As @ x - self.y[rows]) / len(rows)) + self.lam * x
+    def _batch_weights(self, per_row: np.ndarray, picked: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return (per_row - self.y[picked]) / counts
 
 
 ShardGroup = LogisticShards | LeastSquaresShards

@@ -103,12 +103,17 @@ class WorkerGroup:
         if t == 0 and self.method.full_gradient_init:
             losses, grads = self.shards.losses_and_grads(x, with_losses=logged)
             return grads, grads, losses
-        rows = [self._minibatch_rows(j) for j in range(self.m)]
-        whole = [len(r) == n for r, n in zip(rows, self.shards.n_rows)]  # tau = N_i: the full gradient, exactly
-        losses, full = self.shards.losses_and_grads(x, with_losses=logged) if logged or any(whole) else (None, None)
+        rows = [self._minibatch_rows(j) for j in range(self.m)]  # each worker draws from its own generator
+        whole = np.array([len(r) for r in rows]) == self.shards.n_rows  # tau = N_i: the full gradient, exactly
+        losses, full = self.shards.losses_and_grads(x, with_losses=logged) if logged or whole.any() else (None, None)
         used = np.empty((self.m, x.shape[0]))
-        for j, r in enumerate(rows):
-            used[j] = full[j] if whole[j] else self.shards.minibatch_grad(x, r, worker=j)
+        batched = np.flatnonzero(~whole)  # the others' gradients in one pass over all their batches
+        if batched.size == self.m:
+            self.shards.minibatch_grads(x, rows, out=used)
+        elif batched.size:
+            used[batched] = self.shards.minibatch_grads(x, [rows[j] for j in batched], batched)
+        if whole.any():
+            used[whole] = full[whole]
         return used, full, losses
 
     def round(self, down: np.ndarray, t: int, monitors: np.ndarray | None) -> Messages:
