@@ -239,7 +239,7 @@ def test_load_runs_says_what_mu_is_for_least_squares(tmp_path, data):
     pytest.importorskip("pandas")
     import h5py
 
-    from ef21_mpi.core.problems import MU_PL, MU_STRONG
+    from ef21_mpi.core.smoothness import MU_PL, MU_STRONG
 
     paths = [ef21_mpi.simulate(dataset=str(data), out=str(tmp_path / f"ls-{lam}.h5"), problem="least-squares",
                                lam=lam, **SMALL).path for lam in (0.0, 0.1)]

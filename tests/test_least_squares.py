@@ -19,10 +19,11 @@ import pytest
 import scipy.sparse as sp
 from helpers import deficient_shards, mpi_command, write_deficient, write_exact_libsvm
 
-from ef21_mpi.core import problems, spectrum
+from ef21_mpi.core import smoothness, spectrum
 from ef21_mpi.core.data import shard
 from ef21_mpi.core.datasets import load
-from ef21_mpi.core.problems import LeastSquaresShards, least_squares_optimum, smoothness_constants
+from ef21_mpi.core.problems import LeastSquaresShards
+from ef21_mpi.core.smoothness import least_squares_optimum, smoothness_constants
 
 TIMEOUT = 180
 
@@ -85,7 +86,7 @@ def check_against_dense(dense_shards, lam: float) -> None:
 @pytest.mark.parametrize("rows,d", [([9, 11, 14, 17], 6), ([3, 4], 8)])  # full rank; fewer rows than columns
 def test_constants_and_optimum_against_a_dense_solve(rows, d, eigensolver, monkeypatch):
     if eigensolver == "lanczos":  # the large-d path (eigsh on the operator, conjugate gradients for x*)
-        monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 0)
+        monkeypatch.setattr(smoothness, "DENSE_EIG_MAX_D", 0)
     shards = random_shards(rows, d, seed=len(rows))
     check_against_dense(shards, lam=0.1)
     if sum(rows) < d:
@@ -104,7 +105,7 @@ def test_constants_and_optimum_on_real_data(dataset, data_dir):
 # --- lam = 0: PL with the smallest positive eigenvalue (SPEC 1.2) ------------------------------------------------
 
 
-def check_pl_against_dense(dense_shards) -> problems.Constants:
+def check_pl_against_dense(dense_shards) -> smoothness.Constants:
     """At lam = 0 on rank-deficient data: mu, f*, x* against singular values and the minimum-norm lstsq solution,
     and mu is the PL constant: ||grad f||^2 >= 2 mu (f - f*) everywhere, with equality along its eigenvector."""
     sparse_shards = [(sp.csr_matrix(A), y) for A, y in dense_shards]
@@ -112,7 +113,7 @@ def check_pl_against_dense(dense_shards) -> problems.Constants:
     d = dense_shards[0][0].shape[1]
     assert ref["rank"] < d and ref["mu"] < 1e-12 * ref["L"]  # rank deficient: lambda_min is 0 (to rounding)
     c = smoothness_constants("least-squares", sparse_shards, 0.0)
-    assert c.mu_kind == problems.MU_PL
+    assert c.mu_kind == smoothness.MU_PL
     assert c.mu == pytest.approx(ref["mu_pl"], rel=1e-9)
     assert c.L == pytest.approx(ref["L"], rel=1e-10)
     assert c.f_star == pytest.approx(ref["f_star"], rel=1e-12)
@@ -136,7 +137,7 @@ def check_pl_against_dense(dense_shards) -> problems.Constants:
 @pytest.mark.parametrize("eigensolver", ["dense", "lanczos"])
 def test_lam_zero_on_rank_deficient_data_is_pl(eigensolver, monkeypatch):
     if eigensolver == "lanczos":  # zero columns removed, Lanczos with deflation, conjugate gradients for x*
-        monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 0)
+        monkeypatch.setattr(smoothness, "DENSE_EIG_MAX_D", 0)
     check_pl_against_dense(deficient_shards([23, 31, 40], seed=5))
 
 
@@ -144,13 +145,13 @@ def test_lam_zero_on_rank_deficient_data_is_pl(eigensolver, monkeypatch):
 def test_logs_keep_their_numbers_where_mu_was_defined(eigensolver, monkeypatch):
     """lam > 0 on any data and lam = 0 on full-rank data: mu, f* and mu's kind as before lam = 0 was PL."""
     if eigensolver == "lanczos":
-        monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 0)
+        monkeypatch.setattr(smoothness, "DENSE_EIG_MAX_D", 0)
     for shards, lam in ((deficient_shards([23, 31, 40], seed=5), 0.1), (random_shards([30, 40, 50], 26, seed=6), 0.0)):
         sparse_shards = [(sp.csr_matrix(A), y) for A, y in shards]
         n = len(shards)
         W = sp.vstack([A * np.sqrt(1.0 / (n * A.shape[0])) for A, _ in sparse_shards], format="csr")
         c = smoothness_constants("least-squares", sparse_shards, lam)
-        assert c.mu == problems._extreme_eig(W, "SA") + lam and c.mu_kind == problems.MU_STRONG  # the very bits
+        assert c.mu == smoothness._extreme_eig(W, "SA") + lam and c.mu_kind == smoothness.MU_STRONG  # the very bits
         if eigensolver == "dense":  # the normal equations, solved as they were
             Wn = sp.vstack([A / np.sqrt(n * A.shape[0]) for A, _ in sparse_shards], format="csr")
             rhs = sum(A.T @ y / A.shape[0] for A, y in sparse_shards) / n
@@ -161,12 +162,12 @@ def test_logs_keep_their_numbers_where_mu_was_defined(eigensolver, monkeypatch):
 
 def test_lam_zero_when_lanczos_cannot_find_the_positive_eigenvalue(monkeypatch):
     """Full-rank data still get lambda_min as before; rank-deficient data get the error, not a wrong mu."""
-    monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 0)
+    monkeypatch.setattr(smoothness, "DENSE_EIG_MAX_D", 0)
     monkeypatch.setattr(spectrum, "MAX_PASSES", 0)
     full = [(sp.csr_matrix(A), y) for A, y in random_shards([30, 40, 50], 26, seed=6)]
     W = sp.vstack([A * np.sqrt(1.0 / (3 * A.shape[0])) for A, _ in full], format="csr")
     c = smoothness_constants("least-squares", full, 0.0)
-    assert c.mu == problems._extreme_eig(W, "SA") and c.mu_kind == problems.MU_STRONG
+    assert c.mu == smoothness._extreme_eig(W, "SA") and c.mu_kind == smoothness.MU_STRONG
     deficient = [(sp.csr_matrix(A), y) for A, y in deficient_shards([23, 31, 40], seed=5)]
     with pytest.raises(ValueError, match="did not separate the smallest positive eigenvalue"):
         smoothness_constants("least-squares", deficient, 0.0)

@@ -181,7 +181,7 @@ def test_message_spec_counts_values_indices_and_flag():
 def test_row_norms_sq_is_each_rows_own_dot_product():
     """``||V[j]||^2`` per row (EF21+'s choice and the distortion) has the bits of ``float(v @ v)`` row by row, for
     contiguous rows and for rows of a wider array (the monitoring rows), at lengths around the SIMD widths."""
-    from ef21_mpi.core.methods.base import row_norms_sq
+    from ef21_mpi.core.compressors.base import row_norms_sq
 
     rng = np.random.default_rng(21)
     for d in (1, 3, 8, 11, 16, 17, 33, 123, 1000):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ef21_mpi.core import problems
-from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards, least_squares_optimum, smoothness_constants
+from ef21_mpi.core import smoothness
+from ef21_mpi.core.problems import LeastSquaresShards, LogisticShards
+from ef21_mpi.core.smoothness import least_squares_optimum, smoothness_constants
 
 LAM = 0.1
 
@@ -295,7 +296,7 @@ def test_logistic_constants_lanczos_path_matches_dense(monkeypatch: pytest.Monke
     rng = np.random.default_rng(21)
     shards = random_shards(rng, [70, 130, 90, 110, 45], 60)
     dense = smoothness_constants("logreg", shards, LAM)
-    monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 4)
+    monkeypatch.setattr(smoothness, "DENSE_EIG_MAX_D", 4)
     lanczos = smoothness_constants("logreg", shards, LAM)
     np.testing.assert_allclose(lanczos.L_i, dense.L_i, rtol=1e-9)
     assert lanczos.L == pytest.approx(dense.L, rel=1e-9)
@@ -383,7 +384,7 @@ def test_least_squares_constants_and_optimum(monkeypatch: pytest.MonkeyPatch, la
     rng = np.random.default_rng(31 + d)
     shards = random_shards(rng, SIZES, d)
     if lanczos:
-        monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 3)
+        monkeypatch.setattr(smoothness, "DENSE_EIG_MAX_D", 3)
     L_i, L, mu, x_star, f_star = dense_least_squares_reference(shards, LAM)
     c = smoothness_constants("least-squares", shards, LAM)
     np.testing.assert_allclose(c.L_i, L_i, rtol=1e-9)
@@ -411,7 +412,7 @@ def test_least_squares_mu_is_lam_when_rank_deficient(monkeypatch: pytest.MonkeyP
     rng = np.random.default_rng(32)
     shards = random_shards(rng, [3, 4], 12)
     if lanczos:
-        monkeypatch.setattr(problems, "DENSE_EIG_MAX_D", 3)
+        monkeypatch.setattr(smoothness, "DENSE_EIG_MAX_D", 3)
     c = smoothness_constants("least-squares", shards, LAM)
     assert c.mu == pytest.approx(LAM, rel=1e-9)
     L_i, L, mu, x_star, f_star = dense_least_squares_reference(shards, LAM)

@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 from helpers import VOLATILE, VOLATILE_ATTRS, ef21, read_file, write_deficient, write_exact_libsvm
 
-from ef21_mpi.core.problems import curvature
+from ef21_mpi.core.smoothness import curvature
 from ef21_mpi.runtime import store as shard_store
 
 STORE_ATTRS = VOLATILE_ATTRS | {"shard_store", "config"}  # config is compared below, --dataset aside

@@ -23,7 +23,8 @@ from ef21_mpi.core import plugins
 from ef21_mpi.core.compressors import COMPRESSORS, PARAMETERS, Compressor, Identity, as_contractive, is_unbiased
 from ef21_mpi.core.data import Dataset, shard_bounds
 from ef21_mpi.core.methods import Method, make_method
-from ef21_mpi.core.problems import Constants, ShardGroup, constants_from_curvature, make_shards, smoothness_constants
+from ef21_mpi.core.problems import ShardGroup, make_shards
+from ef21_mpi.core.smoothness import Constants, constants_from_curvature, smoothness_constants
 from ef21_mpi.core.stepsizes import Theory, theory
 from ef21_mpi.errors import InputError, from_core
 from ef21_mpi.runtime import store

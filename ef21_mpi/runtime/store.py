@@ -3,7 +3,7 @@
 ``ef21-mpi data prepare DATASET --workers n --out STORE.h5`` reads the LibSVM file once, cuts it into the
 sequential shards every run would cut (`core.data.shard_bounds`), and writes per shard its CSR arrays
 (``indptr`` int64, ``indices`` int32, ``data`` float64) and labels, each shard with the sha256 of its
-arrays' bytes; the file records the source's sha256, name, path and shape. It also keeps `core.problems.curvature`
+arrays' bytes; the file records the source's sha256, name, path and shape. It also keeps `core.smoothness.curvature`
 for the problem it was prepared for (the eigenvalues behind ``L_i``, ``L``, ``L~`` and, for least squares, ``mu`` at
 ``lam > 0`` and at ``lam = 0``, computed exactly as a run computes them), so rank 0 derives the constants for any
 ``--lam`` without reading a shard; a run of another problem reads every shard on rank 0 and computes them (least
@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from ef21_mpi.core.data import shard_bounds
 from ef21_mpi.core.datasets import load as load_dataset
-from ef21_mpi.core.problems import curvature
+from ef21_mpi.core.smoothness import curvature
 
 FORMAT = "ef21-mpi shard store"
 VERSION = 1

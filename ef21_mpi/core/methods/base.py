@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ef21_mpi.core.compressors import INDEX_DTYPE, VALUE_DTYPE, Compressor, Identity, as_contractive
-from ef21_mpi.core.compressors.base import row_norms_sq  # noqa: F401  (the methods' name for it)
 
 INITS = ("full", "compressed", "zero")
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from ef21_mpi.core.compressors import INDEX_DTYPE
+from ef21_mpi.core.compressors.base import row_norms_sq
 from ef21_mpi.core.methods.base import (
     EF21PlusMaster,
     EF21Workers,
@@ -17,7 +18,6 @@ from ef21_mpi.core.methods.base import (
     Method,
     Workers,
     add_messages,
-    row_norms_sq,
     subtract_messages,
     sum_messages,
     worker_rows,
