@@ -113,6 +113,17 @@ def test_bench_quick_runs_end_to_end(tmp_path, small_file):
             assert f["bits_up"].shape[1] == r["n"] and f.attrs["n_workers"] == r["n"]
             assert r["round"] == pytest.approx(float(np.median(np.diff(f["wall_time"][()]) / np.diff(f["round"][()]))))
     assert workers["peak_rss_mb"] > 10 and "[5] worker count" in table
+    variants = {(r["variant"], r["n"]): r for r in workers["variants"]}
+    assert len(variants) == 4 * 3 and "EF21-SGD Top-1, tau=2" in table
+    for name, algorithm, compressor in (("EF21 Rand-1", "ef21", "rand-k"), ("EF21 natural", "ef21", "natural"),
+                                        ("EF21 dithering s=4", "ef21", "dithering"),
+                                        ("EF21-SGD Top-1, tau=2", "ef21-sgd", "top-k")):
+        for n in (2, 4, 8):
+            with h5py.File(tmp_path / "work" / f"variant-{algorithm}-{compressor}-{n}.h5", "r") as f:
+                assert (f.attrs["algorithm"], f.attrs["compressor"], f.attrs["n_workers"]) == (algorithm, compressor, n)
+                per_round = float(np.median(np.diff(f["wall_time"][()]) / np.diff(f["round"][()])))
+            assert variants[name, n]["round"] == pytest.approx(per_round)  # --quick: one repeat, the figure is its own
+            assert variants[name, n]["ratio"] == pytest.approx(per_round / variants[name, 2]["round"])
     floor = workers["floor"]
     assert floor["floor"] > 0 and floor["log1_over_floor"] > 0 and floor["sparse_over_floor"] > 0
     with h5py.File(tmp_path / "work" / "workers-log1.h5", "r") as f:  # every round logged, the last repeat

@@ -26,6 +26,12 @@ SYNTH_DIM = 10**5
 RATIO_TARGETS = {1000: 1.5, 10000: 3.0}  # per-round time over the first n's, on the main data set
 FLOOR_TARGETS = {"log1": 1.3, "sparse": 1.15}  # the first n's per-round time over the compute floor
 PEAK_MARK = "ef21-bench-peak-kB"
+#: The other compressors and the minibatch method at the same worker counts: ``(label, RunConfig options)``. Their
+#: remaining per-worker cost is the draws from each worker's own generator.
+VARIANTS = (("EF21 Rand-1", {"compressor": "rand-k", "k": 1}),
+            ("EF21 natural", {"compressor": "natural"}),
+            ("EF21 dithering s=4", {"compressor": "dithering", "levels": 4}),
+            ("EF21-SGD Top-1, tau=2", {"algorithm": "ef21-sgd", "compressor": "top-k", "k": 1, "batch_size": 2}))
 
 
 #: What the child runs: ``ef21-mpi`` itself (``python -m ef21_mpi``), then a line with its own peak memory in kB
@@ -86,6 +92,37 @@ def _round_seconds(serial_run, run_config, dataset: str, out: Path, n: int, roun
     return figures["round_seconds"], clock.round_seconds()
 
 
+def _variant_seconds(serial_run, run_config, opts, options: dict, n: int, out: Path) -> float:
+    """Per-round wall seconds of one variant (EF21 unless it says otherwise) on the main data set."""
+    from dataclasses import replace
+
+    cfg = run_config(opts.dataset, out, opts.variant_rounds, max(1, opts.variant_rounds // 3), 1, workers=n,
+                     data_dir=opts.data_dir)
+    return serial_run(replace(cfg, **options))["round_seconds"]
+
+
+def part_variants(opts, workdir: Path, serial_run, run_config) -> list[dict]:
+    """Each `VARIANTS` entry at every worker count, medians of interleaved repeats, with its ratio to the first n."""
+    counts = list(opts.worker_counts)
+    seconds: dict[tuple[str, int], list[float]] = {(label, n): [] for label, _ in VARIANTS for n in counts}
+    for repeat in range(opts.repeats):
+        for label, options in VARIANTS:
+            for n in counts:
+                out = workdir / f"variant-{options.get('algorithm', 'ef21')}-{options['compressor']}-{n}.h5"
+                seconds[label, n].append(_variant_seconds(serial_run, run_config, opts, options, n, out))
+        print(f"  variants, repeat {repeat + 1}: " + "; ".join(
+            f"{label} " + " ".join(f"{1e3 * seconds[label, n][-1]:.2f}" for n in counts) for label, _ in VARIANTS)
+              + " ms", file=sys.stderr)
+    rows = []
+    for label, _ in VARIANTS:
+        base = float(np.median(seconds[label, counts[0]]))
+        for n in counts:
+            median = float(np.median(seconds[label, n]))
+            rows.append({"variant": label, "n": n, "round": median, "ratio": median / base,
+                         "spread": [min(seconds[label, n]), max(seconds[label, n])]})
+    return rows
+
+
 def part_workers(opts, workdir: Path, serial_run, run_config, compute_floor) -> dict:
     """Per-round seconds for each n (medians of interleaved repeats), their ratio to the first n on that data, and
     the first n's against the compute floor (every round logged, and logged every ``--sparse-log-every``)."""
@@ -131,10 +168,12 @@ def part_workers(opts, workdir: Path, serial_run, run_config, compute_floor) -> 
                      for key in ("floor", "log1", "sparse", "log1_cpu", "sparse_cpu")}
     for key in ("log1", "sparse", "log1_cpu", "sparse_cpu"):
         floor_figures[f"{key}_over_floor"] = float(np.median([f[key] / f["floor"] for f in floors]))
+    variants = part_variants(opts, workdir, serial_run, run_config) if opts.variant_rounds else []
     load_after = os.getloadavg()
     started = time.perf_counter()
     peak = peak_rss_mb(opts.dataset, max(counts), log_every, log_every, opts.data_dir, workdir / "workers-peak.h5")
-    return {"rows": rows, "rounds": rounds, "log_every": log_every, "repeats": opts.repeats, "floor": floor_figures,
+    return {"rows": rows, "variants": variants, "variant_rounds": opts.variant_rounds, "rounds": rounds,
+            "log_every": log_every, "repeats": opts.repeats, "floor": floor_figures,
             "floor_n": counts[0], "peak_rss_mb": peak, "peak_n": max(counts), "peak_run_s": time.perf_counter() - started,
             "load_average_after": load_after}
 
@@ -167,6 +206,15 @@ def format_workers(result: dict) -> list[str]:
         lines.append(f"    serial n = {result['floor_n']}, {label}: {1e3 * f[key]:.3f} ms = "
                      f"{f[f'{key}_over_floor']:.2f}x floor (target {target}): {verdict}; CPU {1e3 * f[f'{key}_cpu']:.3f} ms "
                      f"= {f[f'{key}_cpu_over_floor']:.2f}x floor")
+    if result.get("variants"):
+        counts, rounds = sorted({r["n"] for r in result["variants"]}), result["variant_rounds"]
+        lines.append(f"    other compressors and EF21-SGD on {result['rows'][0]['dataset']}, {rounds} rounds logged "
+                     f"every {max(1, rounds // 3)}: ms/round (ratio to n = {counts[0]}); what remains per worker is "
+                     "the draws from its own generator")
+        lines.append(f"    {'':<24}" + "".join(f"{f'n = {n}':>20}" for n in counts))
+        for label in dict.fromkeys(r["variant"] for r in result["variants"]):
+            cells = [f"{1e3 * r['round']:.3f} ({r['ratio']:.1f}x)" for r in result["variants"] if r["variant"] == label]
+            lines.append(f"    {label:<24}" + "".join(f"{c:>20}" for c in cells))
     lines.append(f"    peak RSS of one whole run with n = {result['peak_n']}: {result['peak_rss_mb']:.0f} MB "
                  f"(its own high-water mark, start-up included)")
     load = " ".join(f"{v:.1f}" for v in result["load_average_after"])
@@ -181,10 +229,13 @@ def add_worker_arguments(p) -> None:
     p.add_argument("--synth-workers", type=int, default=SYNTH_WORKERS,
                    help="part 5 also runs this many workers on a synthetic d = --synth-dim file (default 1000; 0: skip)")
     p.add_argument("--synth-dim", type=int, default=SYNTH_DIM, help="d of that synthetic file (default 1e5)")
+    p.add_argument("--variant-rounds", type=int, default=60,
+                   help="rounds of part 5's other compressors and EF21-SGD at every worker count (default 60; 0: skip)")
 
 
 def quick_workers(opts) -> None:
     opts.worker_counts, opts.worker_rounds, opts.synth_workers, opts.synth_dim = "2,4,8", 12, 4, 300
+    opts.variant_rounds = 6
 
 
 def parse_worker_counts(opts) -> None:
