@@ -316,3 +316,19 @@ def test_group_compression_is_row_by_row_compression(d, k):
                 i, v = compressor.compress(V[j], row_rngs[j])
                 np.testing.assert_array_equal(idx[j], i)
                 np.testing.assert_array_equal(vals[j], v)
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 123, 2**20 + 3, 2**33 + 1])
+def test_single_draw_is_numpys_choice_and_leaves_the_same_generator_state(count):
+    """Rand-1 and one-row minibatches draw with ``integers(0, count)``: the number ``choice(count, 1,
+    replace=False)`` gives and the same generator state after it, draw after draw, between other draws too."""
+    from ef21_mpi.core.compressors.base import sample_without_replacement
+
+    for seed in range(300):
+        ours, numpys = np.random.default_rng(seed), np.random.default_rng(seed)
+        for _ in range(4):
+            assert sample_without_replacement(ours, count, 1).tolist() == numpys.choice(count, 1, replace=False).tolist()
+            ours.random(3), numpys.random(3)  # a packed compressor's uniforms in between
+        assert ours.bit_generator.state == numpys.bit_generator.state
+    several = sample_without_replacement(np.random.default_rng(5), 123, 4)
+    assert several.tolist() == sorted(np.random.default_rng(5).choice(123, 4, replace=False).tolist())

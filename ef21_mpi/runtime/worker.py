@@ -14,6 +14,7 @@ from dataclasses import fields
 
 import numpy as np
 
+from ef21_mpi.core.compressors.base import sample_without_replacement
 from ef21_mpi.core.methods import Messages, Method, Workers
 from ef21_mpi.core.problems import ShardGroup
 
@@ -95,7 +96,7 @@ class WorkerGroup:
         n_rows = self.shards.n_rows[j]
         if self.batch_size >= n_rows:
             return np.arange(n_rows)
-        return np.sort(self.state.rngs[j].choice(n_rows, size=self.batch_size, replace=False))
+        return sample_without_replacement(self.state.rngs[j], n_rows, self.batch_size)
 
     def _minibatch_gradients(self, x: np.ndarray, logged: bool,
                              t: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

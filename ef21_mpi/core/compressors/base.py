@@ -23,3 +23,24 @@ def row_norms_sq(V: np.ndarray) -> np.ndarray:
     if hasattr(np, "vecdot"):
         return np.vecdot(V, V)
     return np.array([float(v @ v) for v in V])  # numpy < 2
+
+
+def sample_without_replacement(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    """``size`` distinct integers of ``0 .. count - 1``, uniformly, in increasing order (int64):
+    ``np.sort(rng.choice(count, size, replace=False))``, the draw of Rand-k and of a worker's minibatch rows.
+
+    For ``size = 1`` that ``choice`` draws exactly ``rng.integers(0, count)``: the same number and the same generator
+    state afterwards (tests/test_compressors.py checks it against ``choice`` itself), at a fifth of the cost, which
+    matters when a process draws for thousands of workers every round.
+    """
+    if size == 1:
+        return np.array([rng.integers(0, count)], dtype=np.int64)
+    return np.sort(rng.choice(count, size=size, replace=False))
+
+
+def sample_rows(rngs, count: int, size: int) -> np.ndarray:
+    """`sample_without_replacement` once per generator: an ``m x size`` index array, row ``j`` from ``rngs[j]``."""
+    out = np.empty((len(rngs), size), dtype=INDEX_DTYPE)
+    for row, rng in zip(out, rngs):
+        row[:] = sample_without_replacement(rng, count, size)
+    return out

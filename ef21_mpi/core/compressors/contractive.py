@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ef21_mpi.core.compressors.base import INDEX_DTYPE, VALUE_DTYPE
+from ef21_mpi.core.compressors.base import INDEX_DTYPE, VALUE_DTYPE, sample_rows, sample_without_replacement
 
 
 def _top_k_indices(magnitude: np.ndarray, k: int) -> np.ndarray:
@@ -43,11 +43,6 @@ class _KOfD:
     d: int
     sparse = True  # the message carries indices
     packed_nbytes = None  # float64 values (and int32 indices) on the wire, no packed encoding
-
-    def compress_group(self, V: np.ndarray, rngs) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.stack([self.compress(v, rng)[0] for v, rng in zip(V, rngs)]) if len(V) else np.empty((0, self.k),
-                                                                                                     INDEX_DTYPE)
-        return idx, np.take_along_axis(V, idx, axis=1)
 
     @property
     def alpha(self) -> float:
@@ -100,8 +95,12 @@ class RandK(_KOfD):
     """Keep ``k`` coordinates drawn uniformly without replacement, unscaled (the contractive form). ``alpha = k/d``."""
 
     def compress(self, v: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.sort(rng.choice(self.d, size=self.k, replace=False)).astype(INDEX_DTYPE)
+        idx = sample_without_replacement(rng, self.d, self.k).astype(INDEX_DTYPE)
         return idx, v[idx]
+
+    def compress_group(self, V: np.ndarray, rngs) -> tuple[np.ndarray, np.ndarray]:
+        idx = sample_rows(rngs, self.d, self.k)  # one draw per worker, from its own generator
+        return idx, np.take_along_axis(V, idx, axis=1)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ef21_mpi.core.compressors.base import INDEX_DTYPE, VALUE_DTYPE, row_norms_sq
+from ef21_mpi.core.compressors.base import (
+    INDEX_DTYPE,
+    VALUE_DTYPE,
+    row_norms_sq,
+    sample_rows,
+    sample_without_replacement,
+)
 from ef21_mpi.core.compressors.codec import pack_fields, packed_nbytes, unpack_fields
 
 
@@ -42,13 +48,11 @@ class RandKUnbiased:
         return self.k
 
     def compress(self, v: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.sort(rng.choice(self.d, size=self.k, replace=False)).astype(INDEX_DTYPE)  # the draw of RandK
+        idx = sample_without_replacement(rng, self.d, self.k).astype(INDEX_DTYPE)  # the draw of RandK
         return idx, v[idx] * (self.d / self.k)
 
     def compress_group(self, V: np.ndarray, rngs) -> tuple[np.ndarray, np.ndarray]:
-        if not len(V):
-            return np.empty((0, self.k), INDEX_DTYPE), np.empty((0, self.k))
-        idx = np.stack([self.compress(v, rng)[0] for v, rng in zip(V, rngs)])
+        idx = sample_rows(rngs, self.d, self.k)  # the draws of RandK
         return idx, np.take_along_axis(V, idx, axis=1) * (self.d / self.k)
 
 
